@@ -1,0 +1,1197 @@
+//! Persistence: users, browser sessions and API tokens, in SQLite or PostgreSQL.
+//!
+//! One [`Store`] talks to either database through sqlx. Every query is written once, with `$1`
+//! placeholders that both SQLite and PostgreSQL accept, and runs on whichever pool the store
+//! holds (the `on_db!` macro expands the same body for each). Only the migrations differ, in
+//! `auth/migrations/sqlite` and `auth/migrations/postgres`, because identity columns are spelt
+//! differently; they are compiled into the binary, so nothing is read from disk at run time.
+//! Times are stored as Unix seconds.
+//!
+//! SQLite is the embedded default: one file, WAL journal (readers never wait for the writer),
+//! `synchronous=NORMAL` (a power cut may lose the last commits, never the file), foreign keys
+//! on (deleting a user deletes their sessions and tokens), and a busy timeout so writers queue
+//! rather than fail.
+//!
+//! Secrets are never stored: a session row is keyed by the SHA-256 of the session secret, a
+//! token row holds the token's public prefix and SHA-256 (see [`crate::secret`]). Sessions are
+//! looked up by that hash directly; a timing difference in the index would leak bits of a hash,
+//! which gives no way to a secret. Tokens are looked up by prefix and then compared in constant
+//! time. `last_seen` and `last_used` are written at most once a minute per row
+//! ([`ACTIVITY_RESOLUTION_SECS`]), so authenticating a busy client is not a write per request.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::names::UserName;
+use crate::password::PasswordHash;
+use crate::scope::Scopes;
+use crate::secret::{RandomnessError, Secret, SecretHash, prefix_of};
+
+/// `last_seen` / `last_used` are updated only when they are at least this many seconds old.
+pub const ACTIVITY_RESOLUTION_SECS: i64 = 60;
+
+/// Migrations for SQLite: (version, description, SQL).
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "identity",
+        include_str!("../migrations/sqlite/0001_identity.sql"),
+    ),
+    (
+        2,
+        "unix ids",
+        include_str!("../migrations/sqlite/0002_unix_ids.sql"),
+    ),
+];
+
+/// Migrations for PostgreSQL, version for version the same as [`SQLITE_MIGRATIONS`].
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "identity",
+        include_str!("../migrations/postgres/0001_identity.sql"),
+    ),
+    (
+        2,
+        "unix ids",
+        include_str!("../migrations/postgres/0002_unix_ids.sql"),
+    ),
+];
+
+/// Connection pool settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Most connections the pool opens. Default: 8.
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before failing. Default: 10 s.
+    pub acquire_timeout: Duration,
+    /// SQLite only: how long a writer waits for the database lock. Default: 5 s.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The identity database. Cheap to clone: clones share the pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+#[derive(Clone, Debug)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same body against whichever pool `$store` holds; `$pool` is bound to it.
+macro_rules! on_db {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A user's database id. Never reused, so nothing keyed by it passes to a later account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserId(i64);
+
+impl UserId {
+    /// Wraps a raw id (from an API path, say); it may not exist.
+    pub const fn new(id: i64) -> Self {
+        Self(id)
+    }
+
+    /// The raw id.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// An API token's database id. Never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TokenId(i64);
+
+impl TokenId {
+    /// Wraps a raw id (from an API path, say); it may not exist.
+    pub const fn new(id: i64) -> Self {
+        Self(id)
+    }
+
+    /// The raw id.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// A stored user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// The id.
+    pub id: UserId,
+    /// The normalised name, unique.
+    pub name: UserName,
+    /// The argon2id hash of a local password; `None` for users who log in otherwise.
+    pub password_hash: Option<PasswordHash>,
+    /// Whether the user is an admin.
+    pub admin: bool,
+    /// Whether an admin approved the account (for sign-up flows); unapproved users cannot log in.
+    pub approved: bool,
+    /// When the account was created.
+    pub created: Timestamp,
+}
+
+/// A user to create.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// The normalised name.
+    pub name: UserName,
+    /// The argon2id hash of a local password, if any.
+    pub password_hash: Option<PasswordHash>,
+    /// Whether the user is an admin.
+    pub admin: bool,
+    /// Whether the account is approved.
+    pub approved: bool,
+}
+
+/// The numeric UID/GID a user's notebook containers run with, when known.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnixIds {
+    /// The UID; never 0 (root).
+    pub uid: Option<u32>,
+    /// The primary GID; never 0.
+    pub gid: Option<u32>,
+}
+
+/// A live session and its user, as found by [`Store::session`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The session's user, as stored now.
+    pub user: User,
+    /// When the session was created (the login).
+    pub created: Timestamp,
+    /// When the session stops being valid.
+    pub expires: Timestamp,
+    /// The last request seen on it, to [`ACTIVITY_RESOLUTION_SECS`].
+    pub last_seen: Timestamp,
+}
+
+/// A stored API token, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    /// The id, for listing and revoking.
+    pub id: TokenId,
+    /// The owner.
+    pub user_id: UserId,
+    /// The public prefix, to tell tokens apart in a list.
+    pub prefix: String,
+    /// What the token may do (capped by its owner's rights, see [`crate::scope`]).
+    pub scopes: Scopes,
+    /// The owner's note on what the token is for.
+    pub note: String,
+    /// When it was created.
+    pub created: Timestamp,
+    /// When it stops being valid; `None` for never.
+    pub expires: Option<Timestamp>,
+    /// The last request that used it, to [`ACTIVITY_RESOLUTION_SECS`]; `None` if unused.
+    pub last_used: Option<Timestamp>,
+}
+
+/// A token to create.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    /// What the token may do. Whether the owner may grant these is the caller's check
+    /// ([`Scopes::grantable_by`]).
+    pub scopes: Scopes,
+    /// A note on what the token is for.
+    pub note: String,
+    /// When it stops being valid; `None` for never.
+    pub expires: Option<Timestamp>,
+}
+
+/// An API token that authenticated a request, and its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenAuth {
+    /// The token.
+    pub token: ApiToken,
+    /// Its owner, as stored now.
+    pub user: User,
+}
+
+/// How many credentials [`Store::revoke_user_credentials`] ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// Sessions deleted.
+    pub sessions: u64,
+    /// API tokens deleted.
+    pub tokens: u64,
+}
+
+/// Why a store operation failed. Database URLs are never included: they may hold passwords.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
+    #[error("unsupported database URL scheme `{scheme}`: use sqlite: or postgres:")]
+    UnsupportedUrl {
+        /// The scheme given (at most 32 characters of it).
+        scheme: String,
+    },
+    /// sqlx could not parse the URL.
+    #[error("invalid {backend} database URL")]
+    BadUrl {
+        /// `SQLite` or `PostgreSQL`.
+        backend: &'static str,
+        /// What sqlx said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The first connection failed.
+    #[error("cannot connect to the {backend} database")]
+    Connect {
+        /// `SQLite` or `PostgreSQL`.
+        backend: &'static str,
+        /// What sqlx said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Bringing the schema up to date failed.
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database operation `{op}` failed")]
+    Query {
+        /// The operation, such as `create user`.
+        op: &'static str,
+        /// What sqlx said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The name is taken.
+    #[error("a user named {name} already exists")]
+    UserExists {
+        /// The name.
+        name: UserName,
+    },
+    /// The user does not exist.
+    #[error("no user with id {}", id.get())]
+    NoSuchUser {
+        /// The id asked for.
+        id: UserId,
+    },
+    /// A stored value does not parse (was the database edited by hand?).
+    #[error("stored {what} is not valid")]
+    Corrupt {
+        /// Which value, such as `user name`.
+        what: &'static str,
+        /// Why it does not parse.
+        #[source]
+        source: BoxDynError,
+    },
+    /// No secret could be generated.
+    #[error(transparent)]
+    Randomness(#[from] RandomnessError),
+    /// A secret chosen by an operator does not have the shape of gantry's secrets.
+    #[error("the token is not 64 lowercase hex digits (generate one with `openssl rand -hex 32`)")]
+    MalformedSecret,
+}
+
+fn query_failed(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { op, source }
+}
+
+fn corrupt(what: &'static str) -> impl FnOnce(BoxDynError) -> StoreError {
+    move |source| StoreError::Corrupt { what, source }
+}
+
+/// Migrations compiled into the binary.
+#[derive(Debug)]
+struct Embedded(&'static [(i64, &'static str, &'static str)]);
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
+        let migrations = self
+            .0
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    Cow::Borrowed(sql),
+                    false,
+                )
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(migrations)))
+    }
+}
+
+impl Store {
+    /// Connects to `sqlite:PATH…` or `postgres://…`. Does not change the schema; call
+    /// [`Store::migrate`] for that. SQLite URLs take sqlx's parameters, so
+    /// `sqlite://gantry.sqlite?mode=rwc` creates the file if it is missing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UnsupportedUrl`], [`StoreError::BadUrl`] or [`StoreError::Connect`].
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme {
+            "sqlite" => {
+                let connect =
+                    SqliteConnectOptions::from_str(url).map_err(|source| StoreError::BadUrl {
+                        backend: "SQLite",
+                        source,
+                    })?;
+                Self::sqlite(connect, options).await
+            }
+            "postgres" | "postgresql" => {
+                let connect =
+                    PgConnectOptions::from_str(url).map_err(|source| StoreError::BadUrl {
+                        backend: "PostgreSQL",
+                        source,
+                    })?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(options.max_connections)
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(connect)
+                    .await
+                    .map_err(|source| StoreError::Connect {
+                        backend: "PostgreSQL",
+                        source,
+                    })?;
+                Ok(Self {
+                    db: Db::Postgres(pool),
+                })
+            }
+            _ => Err(StoreError::UnsupportedUrl {
+                scheme: scheme.chars().take(32).collect(),
+            }),
+        }
+    }
+
+    /// Opens (creating if missing) the SQLite database file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Connect`] if the file cannot be opened or created.
+    pub async fn open_sqlite(path: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        Self::sqlite(connect, options).await
+    }
+
+    async fn sqlite(
+        connect: SqliteConnectOptions,
+        options: &StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let connect = connect
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|source| StoreError::Connect {
+                backend: "SQLite",
+                source,
+            })?;
+        Ok(Self {
+            db: Db::Sqlite(pool),
+        })
+    }
+
+    /// Which database this is: `SQLite` or `PostgreSQL`.
+    pub fn backend(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "SQLite",
+            Db::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// Applies the migrations this build has and the database lacks. Safe to call at every
+    /// start; refuses a database migrated by a newer build or with edited migrations.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Migrate`].
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrations = match self.db {
+            Db::Sqlite(_) => SQLITE_MIGRATIONS,
+            Db::Postgres(_) => POSTGRES_MIGRATIONS,
+        };
+        let migrator = Migrator::new(Embedded(migrations))
+            .await
+            .map_err(StoreError::Migrate)?;
+        on_db!(self, |pool| migrator.run(pool).await).map_err(StoreError::Migrate)
+    }
+
+    /// Closes every connection; the store is unusable afterwards.
+    pub async fn close(&self) {
+        on_db!(self, |pool| pool.close().await);
+    }
+
+    // Users.
+
+    /// Creates a user.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UserExists`] if the name is taken, [`StoreError::Query`].
+    pub async fn create_user(&self, new: &NewUser, now: Timestamp) -> Result<User, StoreError> {
+        const SQL: &str = "INSERT INTO users (name, password_hash, admin, approved, created) \
+                           VALUES ($1, $2, $3, $4, $5) RETURNING id";
+        let created = now.as_second();
+        let inserted: Result<i64, sqlx::Error> = on_db!(self, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(new.name.as_str())
+                .bind(new.password_hash.as_ref().map(PasswordHash::as_str))
+                .bind(new.admin)
+                .bind(new.approved)
+                .bind(created)
+                .fetch_one(pool)
+                .await
+        });
+        match inserted {
+            Ok(id) => Ok(User {
+                id: UserId(id),
+                name: new.name.clone(),
+                password_hash: new.password_hash.clone(),
+                admin: new.admin,
+                approved: new.approved,
+                created: timestamp(created)?,
+            }),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::UserExists {
+                    name: new.name.clone(),
+                })
+            }
+            Err(source) => Err(StoreError::Query {
+                op: "create user",
+                source,
+            }),
+        }
+    }
+
+    /// The user with this id.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`].
+    pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        const SQL: &str = "SELECT id, name, password_hash, admin, approved, created \
+                           FROM users WHERE id = $1";
+        let row: Option<UserRow> = on_db!(self, |pool| {
+            sqlx::query_as(SQL).bind(id.0).fetch_optional(pool).await
+        })
+        .map_err(query_failed("get user"))?;
+        row.map(user_from_row).transpose()
+    }
+
+    /// The user with this (normalised) name.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`].
+    pub async fn user_by_name(&self, name: &UserName) -> Result<Option<User>, StoreError> {
+        const SQL: &str = "SELECT id, name, password_hash, admin, approved, created \
+                           FROM users WHERE name = $1";
+        let row: Option<UserRow> = on_db!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(name.as_str())
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(query_failed("get user by name"))?;
+        row.map(user_from_row).transpose()
+    }
+
+    /// All users, by name.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`].
+    pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        const SQL: &str = "SELECT id, name, password_hash, admin, approved, created \
+                           FROM users ORDER BY name";
+        let rows: Vec<UserRow> = on_db!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
+            .map_err(query_failed("list users"))?;
+        rows.into_iter().map(user_from_row).collect()
+    }
+
+    /// Deletes a user and, with them, their sessions and tokens. `false` if there was no such
+    /// user.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM users WHERE id = $1";
+        let done = on_db!(self, |pool| sqlx::query(SQL)
+            .bind(id.0)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))
+        .map_err(query_failed("delete user"))?;
+        Ok(done > 0)
+    }
+
+    /// Grants or takes away admin rights. `false` if there was no such user.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn set_admin(&self, id: UserId, admin: bool) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET admin = $1 WHERE id = $2";
+        self.update_flag("set admin", SQL, id, admin).await
+    }
+
+    /// Approves or unapproves an account. `false` if there was no such user.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn set_approved(&self, id: UserId, approved: bool) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET approved = $1 WHERE id = $2";
+        self.update_flag("set approved", SQL, id, approved).await
+    }
+
+    /// Sets or clears the local password hash. `false` if there was no such user.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn set_password_hash(
+        &self,
+        id: UserId,
+        hash: Option<&PasswordHash>,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET password_hash = $1 WHERE id = $2";
+        let hash = hash.map(PasswordHash::as_str);
+        let done = on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(hash)
+                .bind(id.0)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(query_failed("set password"))?;
+        Ok(done > 0)
+    }
+
+    /// Runs `UPDATE users SET flag = $1 WHERE id = $2`.
+    async fn update_flag(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        id: UserId,
+        value: bool,
+    ) -> Result<bool, StoreError> {
+        let done = on_db!(self, |pool| {
+            sqlx::query(sql)
+                .bind(value)
+                .bind(id.0)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(query_failed(op))?;
+        Ok(done > 0)
+    }
+
+    // Unix ids.
+
+    /// Records the numeric UID/GID `user`'s containers run with (`None` for "not known"),
+    /// replacing what was recorded.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoSuchUser`], [`StoreError::Query`].
+    pub async fn set_unix_ids(&self, user: UserId, ids: UnixIds) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO user_unix_ids (user_id, uid, gid) VALUES ($1, $2, $3) \
+                           ON CONFLICT (user_id) DO UPDATE SET uid = excluded.uid, gid = excluded.gid";
+        let done = on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(user.0)
+                .bind(ids.uid.map(i64::from))
+                .bind(ids.gid.map(i64::from))
+                .execute(pool)
+                .await
+                .map(|_| ())
+        });
+        match done {
+            Ok(()) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                Err(StoreError::NoSuchUser { id: user })
+            }
+            Err(source) => Err(StoreError::Query {
+                op: "set unix ids",
+                source,
+            }),
+        }
+    }
+
+    /// The numeric UID/GID recorded for `user`; both `None` when nothing is recorded.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`] for an id outside `1..=u32::MAX`.
+    pub async fn unix_ids(&self, user: UserId) -> Result<UnixIds, StoreError> {
+        const SQL: &str = "SELECT uid, gid FROM user_unix_ids WHERE user_id = $1";
+        let row: Option<(Option<i64>, Option<i64>)> = on_db!(self, |pool| {
+            sqlx::query_as(SQL).bind(user.0).fetch_optional(pool).await
+        })
+        .map_err(query_failed("get unix ids"))?;
+        let Some((uid, gid)) = row else {
+            return Ok(UnixIds::default());
+        };
+        let id = |what: &'static str, value: Option<i64>| {
+            value
+                .map(|v| u32::try_from(v).ok().filter(|v| *v != 0).ok_or(v))
+                .transpose()
+                .map_err(|v| corrupt(what)(format!("{v} is not a UID/GID from 1 to 2^32-1").into()))
+        };
+        Ok(UnixIds {
+            uid: id("uid", uid)?,
+            gid: id("gid", gid)?,
+        })
+    }
+
+    // Sessions.
+
+    /// Starts a session for `user`, valid until `expires`. Returns the session secret (the
+    /// cookie value), which is not stored and cannot be recovered: a login always makes a new
+    /// one, and the caller deletes the session the browser had before, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoSuchUser`], [`StoreError::Randomness`], [`StoreError::Query`].
+    pub async fn create_session(
+        &self,
+        user: UserId,
+        now: Timestamp,
+        expires: Timestamp,
+    ) -> Result<Secret, StoreError> {
+        const SQL: &str = "INSERT INTO sessions (id_hash, user_id, created, expires, last_seen) \
+                           VALUES ($1, $2, $3, $4, $5)";
+        let secret = Secret::generate()?;
+        let hash = secret.hash();
+        let now = now.as_second();
+        let inserted = on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(hash.as_str())
+                .bind(user.0)
+                .bind(now)
+                .bind(expires.as_second())
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        });
+        match inserted {
+            Ok(_) => Ok(secret),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                Err(StoreError::NoSuchUser { id: user })
+            }
+            Err(source) => Err(StoreError::Query {
+                op: "create session",
+                source,
+            }),
+        }
+    }
+
+    /// The live session whose secret is `presented` (a cookie value), with its user; `None` if
+    /// there is none, it has expired, or `presented` is not shaped like a secret. Records the
+    /// activity (see [`ACTIVITY_RESOLUTION_SECS`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`].
+    pub async fn session(
+        &self,
+        presented: &str,
+        now: Timestamp,
+    ) -> Result<Option<Session>, StoreError> {
+        const SQL: &str = "SELECT s.created, s.expires, s.last_seen, \
+                           u.id, u.name, u.password_hash, u.admin, u.approved, u.created \
+                           FROM sessions s JOIN users u ON u.id = s.user_id \
+                           WHERE s.id_hash = $1 AND s.expires > $2";
+        const TOUCH: &str = "UPDATE sessions SET last_seen = $1 WHERE id_hash = $2";
+        if prefix_of(presented).is_none() {
+            return Ok(None);
+        }
+        let hash = SecretHash::of(presented);
+        let now = now.as_second();
+        let row: Option<SessionRow> = on_db!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(hash.as_str())
+                .bind(now)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(query_failed("get session"))?;
+        let Some((created, expires, mut last_seen, id, name, password, admin, approved, since)) =
+            row
+        else {
+            return Ok(None);
+        };
+        if last_seen <= now - ACTIVITY_RESOLUTION_SECS {
+            on_db!(self, |pool| {
+                sqlx::query(TOUCH)
+                    .bind(now)
+                    .bind(hash.as_str())
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            })
+            .map_err(query_failed("touch session"))?;
+            last_seen = now;
+        }
+        Ok(Some(Session {
+            user: user_from_row((id, name, password, admin, approved, since))?,
+            created: timestamp(created)?,
+            expires: timestamp(expires)?,
+            last_seen: timestamp(last_seen)?,
+        }))
+    }
+
+    /// Ends the session whose secret is `presented` (logout). `false` if there was none.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn delete_session(&self, presented: &str) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM sessions WHERE id_hash = $1";
+        let hash = SecretHash::of(presented);
+        let done = on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(hash.as_str())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(query_failed("delete session"))?;
+        Ok(done > 0)
+    }
+
+    /// Ends every session and revokes every API token of `user`, in one transaction (logout
+    /// everywhere, admin revocation, a password change).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn revoke_user_credentials(&self, user: UserId) -> Result<Revoked, StoreError> {
+        const SESSIONS: &str = "DELETE FROM sessions WHERE user_id = $1";
+        const TOKENS: &str = "DELETE FROM api_tokens WHERE user_id = $1";
+        on_db!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                let sessions = sqlx::query(SESSIONS)
+                    .bind(user.0)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let tokens = sqlx::query(TOKENS)
+                    .bind(user.0)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(Revoked { sessions, tokens })
+            }
+            .await
+        })
+        .map_err(query_failed("revoke credentials"))
+    }
+
+    /// Deletes expired sessions and tokens; run it now and then.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn delete_expired(&self, now: Timestamp) -> Result<Revoked, StoreError> {
+        const SESSIONS: &str = "DELETE FROM sessions WHERE expires <= $1";
+        const TOKENS: &str = "DELETE FROM api_tokens WHERE expires <= $1";
+        let now = now.as_second();
+        on_db!(self, |pool| {
+            async {
+                let sessions = sqlx::query(SESSIONS)
+                    .bind(now)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                let tokens = sqlx::query(TOKENS)
+                    .bind(now)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
+                Ok::<_, sqlx::Error>(Revoked { sessions, tokens })
+            }
+            .await
+        })
+        .map_err(query_failed("delete expired"))
+    }
+
+    // API tokens.
+
+    /// Creates an API token for `user`. Returns the token's secret, which is not stored and
+    /// cannot be shown again, and the stored token.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoSuchUser`], [`StoreError::Randomness`], [`StoreError::Query`].
+    pub async fn create_token(
+        &self,
+        user: UserId,
+        new: &NewToken,
+        now: Timestamp,
+    ) -> Result<(Secret, ApiToken), StoreError> {
+        const SQL: &str = "INSERT INTO api_tokens \
+                           (prefix, hash, user_id, scopes, note, created, expires, last_used) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, NULL) RETURNING id";
+        let secret = Secret::generate()?;
+        let hash = secret.hash();
+        let scopes = new.scopes.to_string();
+        let created = now.as_second();
+        let expires = new.expires.map(Timestamp::as_second);
+        let inserted: Result<i64, sqlx::Error> = on_db!(self, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(secret.prefix())
+                .bind(hash.as_str())
+                .bind(user.0)
+                .bind(scopes.as_str())
+                .bind(new.note.as_str())
+                .bind(created)
+                .bind(expires)
+                .fetch_one(pool)
+                .await
+        });
+        let id = match inserted {
+            Ok(id) => id,
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                return Err(StoreError::NoSuchUser { id: user });
+            }
+            Err(source) => {
+                return Err(StoreError::Query {
+                    op: "create token",
+                    source,
+                });
+            }
+        };
+        let token = ApiToken {
+            id: TokenId(id),
+            user_id: user,
+            prefix: secret.prefix().to_owned(),
+            scopes: new.scopes.clone(),
+            note: new.note.clone(),
+            created: timestamp(created)?,
+            expires: expires.map(timestamp).transpose()?,
+            last_used: None,
+        };
+        Ok((secret, token))
+    }
+
+    /// Registers an API token whose secret an operator chose (`GANTRY_ADMIN_TOKEN`, for
+    /// automation), for `user`. Idempotent: when a token with this secret exists already,
+    /// nothing changes and `false` is returned, so it can run at every start.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::MalformedSecret`] unless `presented` is 64 lowercase hex digits (so it
+    /// is as strong as generated secrets and found by the same lookup);
+    /// [`StoreError::NoSuchUser`], [`StoreError::Query`].
+    pub async fn register_token(
+        &self,
+        user: UserId,
+        presented: &str,
+        new: &NewToken,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "INSERT INTO api_tokens \
+                           (prefix, hash, user_id, scopes, note, created, expires, last_used) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)";
+        let prefix = prefix_of(presented).ok_or(StoreError::MalformedSecret)?;
+        let hash = SecretHash::of(presented);
+        let scopes = new.scopes.to_string();
+        let inserted = on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(prefix)
+                .bind(hash.as_str())
+                .bind(user.0)
+                .bind(scopes.as_str())
+                .bind(new.note.as_str())
+                .bind(now.as_second())
+                .bind(new.expires.map(Timestamp::as_second))
+                .execute(pool)
+                .await
+                .map(|_| ())
+        });
+        match inserted {
+            Ok(()) => Ok(true),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                Err(StoreError::NoSuchUser { id: user })
+            }
+            Err(source) => Err(StoreError::Query {
+                op: "register token",
+                source,
+            }),
+        }
+    }
+
+    /// Revokes every API token of `user` whose note starts with `note_prefix` (the tokens
+    /// the hub issued for one purpose: a server's own token, OAuth access tokens). Returns
+    /// how many went.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn revoke_tokens_noted(
+        &self,
+        user: UserId,
+        note_prefix: &str,
+    ) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM api_tokens WHERE user_id = $1 \
+                           AND substr(note, 1, length($2)) = $2";
+        on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(user.0)
+                .bind(note_prefix)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(query_failed("revoke tokens by note"))
+    }
+
+    /// The live token whose secret is `presented` (from an `Authorization` header), with its
+    /// owner; `None` if there is none, it has expired, or `presented` is not shaped like a
+    /// secret. Records the use (see [`ACTIVITY_RESOLUTION_SECS`]).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`].
+    pub async fn token(
+        &self,
+        presented: &str,
+        now: Timestamp,
+    ) -> Result<Option<TokenAuth>, StoreError> {
+        const SQL: &str = "SELECT t.id, t.prefix, t.hash, t.user_id, t.scopes, t.note, \
+                           t.created, t.expires, t.last_used, \
+                           u.id, u.name, u.password_hash, u.admin, u.approved, u.created \
+                           FROM api_tokens t JOIN users u ON u.id = t.user_id \
+                           WHERE t.prefix = $1";
+        const TOUCH: &str = "UPDATE api_tokens SET last_used = $1 WHERE id = $2";
+        let Some(prefix) = prefix_of(presented) else {
+            return Ok(None);
+        };
+        let hash = SecretHash::of(presented);
+        let now = now.as_second();
+        let rows: Vec<TokenUserRow> = on_db!(self, |pool| {
+            sqlx::query_as(SQL).bind(prefix).fetch_all(pool).await
+        })
+        .map_err(query_failed("get token"))?;
+        // Compare every candidate, so the time taken does not say which one matched.
+        let mut found = None;
+        for row in rows {
+            let (token, user) = split_token_user(row);
+            let stored = SecretHash::from_stored(token.2.clone())
+                .ok_or_else(|| corrupt("token hash")("not 64 hex digits".into()))?;
+            if stored.matches(&hash) {
+                found = Some((token, user));
+            }
+        }
+        let Some((token, user)) = found else {
+            return Ok(None);
+        };
+        let mut token = token_from_row(token)?;
+        if token
+            .expires
+            .is_some_and(|expires| expires.as_second() <= now)
+        {
+            return Ok(None);
+        }
+        if token
+            .last_used
+            .is_none_or(|used| used.as_second() <= now - ACTIVITY_RESOLUTION_SECS)
+        {
+            on_db!(self, |pool| {
+                sqlx::query(TOUCH)
+                    .bind(now)
+                    .bind(token.id.0)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
+            })
+            .map_err(query_failed("touch token"))?;
+            token.last_used = Some(timestamp(now)?);
+        }
+        Ok(Some(TokenAuth {
+            token,
+            user: user_from_row(user)?,
+        }))
+    }
+
+    /// The live tokens of `user`, oldest first, without secrets.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`].
+    pub async fn tokens_of(
+        &self,
+        user: UserId,
+        now: Timestamp,
+    ) -> Result<Vec<ApiToken>, StoreError> {
+        const SQL: &str = "SELECT id, prefix, hash, user_id, scopes, note, created, expires, \
+                           last_used FROM api_tokens \
+                           WHERE user_id = $1 AND (expires IS NULL OR expires > $2) ORDER BY id";
+        let rows: Vec<TokenRow> = on_db!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(user.0)
+                .bind(now.as_second())
+                .fetch_all(pool)
+                .await
+        })
+        .map_err(query_failed("list tokens"))?;
+        rows.into_iter().map(token_from_row).collect()
+    }
+
+    /// Revokes token `id` of `user`. Taking the owner as well means a caller allowed to manage
+    /// one user's tokens cannot revoke another's by guessing ids. `false` if `user` has no such
+    /// token.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn revoke_token(&self, user: UserId, id: TokenId) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM api_tokens WHERE id = $1 AND user_id = $2";
+        let done = on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(id.0)
+                .bind(user.0)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(query_failed("revoke token"))?;
+        Ok(done > 0)
+    }
+}
+
+type UserRow = (i64, String, Option<String>, bool, bool, i64);
+
+type SessionRow = (i64, i64, i64, i64, String, Option<String>, bool, bool, i64);
+
+type TokenRow = (
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// A token row followed by its owner's row, as one flat row.
+type TokenUserRow = (
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    i64,
+    String,
+    Option<String>,
+    bool,
+    bool,
+    i64,
+);
+
+fn split_token_user(row: TokenUserRow) -> (TokenRow, UserRow) {
+    let (id, prefix, hash, user_id, scopes, note, created, expires, last_used) = (
+        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8,
+    );
+    let user = (row.9, row.10, row.11, row.12, row.13, row.14);
+    (
+        (
+            id, prefix, hash, user_id, scopes, note, created, expires, last_used,
+        ),
+        user,
+    )
+}
+
+fn user_from_row(row: UserRow) -> Result<User, StoreError> {
+    let (id, name, password_hash, admin, approved, created) = row;
+    let name = UserName::from_stored(name).map_err(|e| corrupt("user name")(e.into()))?;
+    let password_hash = password_hash
+        .map(|phc| PasswordHash::from_phc(&phc))
+        .transpose()
+        .map_err(|e| corrupt("password hash")(e.into()))?;
+    Ok(User {
+        id: UserId(id),
+        name,
+        password_hash,
+        admin,
+        approved,
+        created: timestamp(created)?,
+    })
+}
+
+fn token_from_row(row: TokenRow) -> Result<ApiToken, StoreError> {
+    let (id, prefix, _hash, user_id, scopes, note, created, expires, last_used) = row;
+    // Names in stored scopes are already normalised; parse them without folding.
+    let scopes = Scopes::parse(&scopes, crate::names::NamePolicy { case_fold: false })
+        .map_err(|e| corrupt("token scopes")(e.into()))?;
+    Ok(ApiToken {
+        id: TokenId(id),
+        user_id: UserId(user_id),
+        prefix,
+        scopes,
+        note,
+        created: timestamp(created)?,
+        expires: expires.map(timestamp).transpose()?,
+        last_used: last_used.map(timestamp).transpose()?,
+    })
+}
+
+fn timestamp(seconds: i64) -> Result<Timestamp, StoreError> {
+    Timestamp::from_second(seconds).map_err(|e| corrupt("timestamp")(e.into()))
+}
+
+// After `on_db!`, so the tests can use it.
+#[cfg(test)]
+mod tests;

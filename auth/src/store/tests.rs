@@ -1,0 +1,939 @@
+//! The store suite. Every test body runs on a fresh SQLite file, and also on PostgreSQL (a
+//! fresh schema per test) when `GANTRY_TEST_POSTGRES_URL` is set.
+
+use jiff::Timestamp;
+use tempfile::TempDir;
+
+use super::*;
+use crate::names::NamePolicy;
+use crate::password::{PasswordParams, Passwords};
+use crate::scope::Scope;
+use crate::secret::SECRET_LEN;
+
+const T0: i64 = 1_750_000_000;
+
+fn at(offset: i64) -> Timestamp {
+    Timestamp::from_second(T0 + offset).unwrap()
+}
+
+fn name(s: &str) -> UserName {
+    UserName::parse(s, NamePolicy::default()).unwrap()
+}
+
+fn new_user(s: &str) -> NewUser {
+    NewUser {
+        name: name(s),
+        password_hash: None,
+        admin: false,
+        approved: true,
+    }
+}
+
+fn scopes(s: &str) -> Scopes {
+    Scopes::parse(s, NamePolicy::default()).unwrap()
+}
+
+/// Runs `sql` (no parameters) on whichever database `store` holds.
+async fn raw(store: &Store, sql: &str) {
+    on_db!(store, |pool| sqlx::query(sql)
+        .execute(pool)
+        .await
+        .map(|_| ()))
+    .unwrap();
+}
+
+/// Counts the rows `sql` returns.
+async fn count(store: &Store, sql: &str) -> i64 {
+    on_db!(store, |pool| sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(pool)
+        .await)
+    .unwrap()
+}
+
+async fn sqlite() -> (Store, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("gantry.sqlite"), &StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}
+
+/// A store on a fresh schema of the PostgreSQL database at `GANTRY_TEST_POSTGRES_URL`.
+struct Postgres {
+    store: Store,
+    admin: Store,
+    schema: String,
+}
+
+impl Postgres {
+    async fn start() -> Option<Self> {
+        let Ok(url) = std::env::var("GANTRY_TEST_POSTGRES_URL") else {
+            // CI must exercise both databases: a missing server there is a failure, never a
+            // silent pass. Locally the SQLite half still runs.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "GANTRY_TEST_POSTGRES_URL is not set under CI: .ci/test starts PostgreSQL and sets it"
+            );
+            eprintln!(
+                "GANTRY_TEST_POSTGRES_URL is not set: PostgreSQL variant skipped (run .ci/test for both)"
+            );
+            return None;
+        };
+        let options = StoreOptions {
+            max_connections: 2,
+            ..StoreOptions::default()
+        };
+        let admin = Store::connect(&url, &options).await.unwrap();
+        let schema = format!("gantry_test_{}", Secret::generate().unwrap().prefix());
+        raw(&admin, &format!("CREATE SCHEMA {schema}")).await;
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{separator}options[search_path]={schema}");
+        let store = Store::connect(&url, &options).await.unwrap();
+        assert_eq!(store.backend(), "PostgreSQL");
+        store.migrate().await.unwrap();
+        Some(Self {
+            store,
+            admin,
+            schema,
+        })
+    }
+
+    async fn finish(self) {
+        self.store.close().await;
+        raw(&self.admin, &format!("DROP SCHEMA {} CASCADE", self.schema)).await;
+    }
+}
+
+/// Declares each test body once per backend.
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _dir) = super::sqlite().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(db) = super::Postgres::start().await else { return };
+                    super::$name(db.store.clone()).await;
+                    db.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+store_tests!(
+    users_round_trip,
+    names_are_unique_after_normalisation,
+    user_ids_are_never_reused,
+    user_updates,
+    deleting_a_user_deletes_their_credentials,
+    sessions_round_trip,
+    sessions_expire,
+    session_activity_is_throttled,
+    secrets_are_not_stored,
+    revoking_a_user_ends_everything_of_theirs_only,
+    tokens_round_trip,
+    tokens_expire,
+    tokens_sharing_a_prefix,
+    token_revocation_is_scoped_to_the_owner,
+    corrupt_rows_are_errors,
+    migrating_twice_is_harmless,
+    concurrent_sessions,
+    unix_ids_round_trip,
+    registered_tokens_work_and_register_once,
+    tokens_are_revoked_by_note_prefix,
+);
+
+async fn users_round_trip(store: Store) {
+    assert!(store.list_users().await.unwrap().is_empty());
+    let passwords = Passwords::new(PasswordParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    })
+    .unwrap();
+    let hash = passwords.hash("secret").unwrap();
+    let new = NewUser {
+        name: name("Zoe"),
+        password_hash: Some(hash.clone()),
+        admin: true,
+        approved: true,
+    };
+    let zoe = store.create_user(&new, at(0)).await.unwrap();
+    assert_eq!(zoe.name.as_str(), "zoe");
+    assert_eq!(zoe.created, at(0));
+    assert!(zoe.admin && zoe.approved);
+    let alice = store.create_user(&new_user("alice"), at(1)).await.unwrap();
+    let hideki = store.create_user(&new_user("秀樹"), at(2)).await.unwrap();
+
+    assert_eq!(store.user(zoe.id).await.unwrap(), Some(zoe.clone()));
+    assert_eq!(
+        store.user_by_name(&name("ZOE")).await.unwrap(),
+        Some(zoe.clone())
+    );
+    assert_eq!(store.user_by_name(&name("nobody")).await.unwrap(), None);
+    assert_eq!(store.user(UserId::new(i64::MAX)).await.unwrap(), None);
+    let stored = store
+        .user(zoe.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash
+        .unwrap();
+    assert!(passwords.verify("secret", &stored).unwrap());
+
+    let names: Vec<String> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name.to_string())
+        .collect();
+    assert_eq!(names, ["alice", "zoe", "秀樹"]);
+    assert_eq!(store.user(alice.id).await.unwrap(), Some(alice));
+    assert_eq!(store.user(hideki.id).await.unwrap(), Some(hideki));
+}
+
+async fn names_are_unique_after_normalisation(store: Store) {
+    store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    for taken in ["alice", "Alice", "ALICE", "Ａｌｉｃｅ", " alice "] {
+        let err = store
+            .create_user(&new_user(taken), at(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::UserExists { name } if name.as_str() == "alice"),
+            "{taken}: {err:?}"
+        );
+    }
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+}
+
+async fn user_ids_are_never_reused(store: Store) {
+    let a = store.create_user(&new_user("a"), at(0)).await.unwrap();
+    let b = store.create_user(&new_user("b"), at(0)).await.unwrap();
+    assert!(b.id > a.id);
+    assert!(store.delete_user(b.id).await.unwrap());
+    // The same name again is a new account with a new id (GHSA-mj6q).
+    let b2 = store.create_user(&new_user("b"), at(1)).await.unwrap();
+    assert!(b2.id > b.id, "{b2:?} reused {b:?}");
+}
+
+async fn user_updates(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    assert!(!alice.admin);
+    assert!(store.set_admin(alice.id, true).await.unwrap());
+    assert!(store.user(alice.id).await.unwrap().unwrap().admin);
+    assert!(store.set_admin(alice.id, false).await.unwrap());
+    assert!(!store.user(alice.id).await.unwrap().unwrap().admin);
+    assert!(store.set_approved(alice.id, false).await.unwrap());
+    assert!(!store.user(alice.id).await.unwrap().unwrap().approved);
+    let passwords = Passwords::new(PasswordParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    })
+    .unwrap();
+    let hash = passwords.hash("pw").unwrap();
+    assert!(
+        store
+            .set_password_hash(alice.id, Some(&hash))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.user(alice.id).await.unwrap().unwrap().password_hash,
+        Some(hash)
+    );
+    assert!(store.set_password_hash(alice.id, None).await.unwrap());
+    assert_eq!(
+        store.user(alice.id).await.unwrap().unwrap().password_hash,
+        None
+    );
+
+    let missing = UserId::new(alice.id.get() + 1000);
+    assert!(!store.set_admin(missing, true).await.unwrap());
+    assert!(!store.set_approved(missing, true).await.unwrap());
+    assert!(!store.set_password_hash(missing, None).await.unwrap());
+    assert!(!store.delete_user(missing).await.unwrap());
+}
+
+async fn deleting_a_user_deletes_their_credentials(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let session = store
+        .create_session(alice.id, at(0), at(3600))
+        .await
+        .unwrap();
+    let new = NewToken {
+        scopes: scopes("self"),
+        note: String::new(),
+        expires: None,
+    };
+    let (token, _) = store.create_token(alice.id, &new, at(0)).await.unwrap();
+    assert!(store.delete_user(alice.id).await.unwrap());
+    assert_eq!(store.session(session.expose(), at(1)).await.unwrap(), None);
+    assert_eq!(store.token(token.expose(), at(1)).await.unwrap(), None);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM sessions").await, 0);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM api_tokens").await, 0);
+}
+
+async fn sessions_round_trip(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let secret = store
+        .create_session(alice.id, at(0), at(3600))
+        .await
+        .unwrap();
+    assert_eq!(secret.expose().len(), SECRET_LEN);
+    let session = store
+        .session(secret.expose(), at(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.user, alice);
+    assert_eq!(
+        (session.created, session.expires, session.last_seen),
+        (at(0), at(3600), at(0))
+    );
+
+    // A login makes a new id every time (fixation).
+    let again = store
+        .create_session(alice.id, at(2), at(3600))
+        .await
+        .unwrap();
+    assert_ne!(again.expose(), secret.expose());
+
+    // Wrong, malformed and near-miss ids find nothing.
+    let mut near = secret.expose().to_owned();
+    near.replace_range(63.., if near.ends_with('0') { "1" } else { "0" });
+    let upper = secret.expose().to_uppercase();
+    for wrong in [
+        near.as_str(),
+        "",
+        "x",
+        upper.as_str(),
+        secret.hash().as_str(),
+    ] {
+        assert_eq!(
+            store.session(wrong, at(1)).await.unwrap(),
+            None,
+            "{wrong:?}"
+        );
+    }
+
+    // Logout ends that session only.
+    assert!(store.delete_session(secret.expose()).await.unwrap());
+    assert!(!store.delete_session(secret.expose()).await.unwrap());
+    assert_eq!(store.session(secret.expose(), at(3)).await.unwrap(), None);
+    assert!(
+        store
+            .session(again.expose(), at(3))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let err = store
+        .create_session(UserId::new(alice.id.get() + 1000), at(0), at(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchUser { .. }), "{err:?}");
+}
+
+async fn sessions_expire(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let secret = store
+        .create_session(alice.id, at(0), at(100))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .session(secret.expose(), at(99))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.session(secret.expose(), at(100)).await.unwrap(), None);
+    assert_eq!(
+        store.session(secret.expose(), at(10_000)).await.unwrap(),
+        None
+    );
+    let live = store
+        .create_session(alice.id, at(0), at(1000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delete_expired(at(100)).await.unwrap(),
+        Revoked {
+            sessions: 1,
+            tokens: 0
+        }
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM sessions").await, 1);
+    assert!(
+        store
+            .session(live.expose(), at(101))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn session_activity_is_throttled(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let secret = store
+        .create_session(alice.id, at(0), at(10_000))
+        .await
+        .unwrap();
+    let seen = |s: Option<Session>| s.unwrap().last_seen;
+    assert_eq!(
+        seen(store.session(secret.expose(), at(30)).await.unwrap()),
+        at(0)
+    );
+    assert_eq!(
+        seen(store.session(secret.expose(), at(120)).await.unwrap()),
+        at(120)
+    );
+    assert_eq!(
+        seen(store.session(secret.expose(), at(150)).await.unwrap()),
+        at(120)
+    );
+    assert_eq!(
+        seen(store.session(secret.expose(), at(180)).await.unwrap()),
+        at(180)
+    );
+    let sql = format!(
+        "SELECT COUNT(*) FROM sessions WHERE last_seen = {}",
+        T0 + 180
+    );
+    assert_eq!(count(&store, &sql).await, 1);
+}
+
+async fn secrets_are_not_stored(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let session = store
+        .create_session(alice.id, at(0), at(100))
+        .await
+        .unwrap();
+    let new = NewToken {
+        scopes: scopes("self"),
+        note: "laptop".to_owned(),
+        expires: None,
+    };
+    let (token, _) = store.create_token(alice.id, &new, at(0)).await.unwrap();
+    for secret in [&session, &token] {
+        let sql = format!(
+            "SELECT (SELECT COUNT(*) FROM sessions WHERE id_hash = '{0}') \
+             + (SELECT COUNT(*) FROM api_tokens WHERE hash = '{0}' OR prefix = '{0}' OR note = '{0}')",
+            secret.expose()
+        );
+        assert_eq!(count(&store, &sql).await, 0);
+    }
+    let sql = format!(
+        "SELECT COUNT(*) FROM sessions WHERE id_hash = '{}'",
+        session.hash().as_str()
+    );
+    assert_eq!(count(&store, &sql).await, 1);
+}
+
+async fn revoking_a_user_ends_everything_of_theirs_only(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let bob = store.create_user(&new_user("bob"), at(0)).await.unwrap();
+    let new = NewToken {
+        scopes: scopes("self"),
+        note: String::new(),
+        expires: None,
+    };
+    let alice_sessions = [
+        store
+            .create_session(alice.id, at(0), at(100))
+            .await
+            .unwrap(),
+        store
+            .create_session(alice.id, at(0), at(100))
+            .await
+            .unwrap(),
+    ];
+    let alice_tokens = [
+        store.create_token(alice.id, &new, at(0)).await.unwrap().0,
+        store.create_token(alice.id, &new, at(0)).await.unwrap().0,
+    ];
+    let bob_session = store.create_session(bob.id, at(0), at(100)).await.unwrap();
+    let (bob_token, _) = store.create_token(bob.id, &new, at(0)).await.unwrap();
+
+    assert_eq!(
+        store.revoke_user_credentials(alice.id).await.unwrap(),
+        Revoked {
+            sessions: 2,
+            tokens: 2
+        }
+    );
+    for secret in &alice_sessions {
+        assert_eq!(store.session(secret.expose(), at(1)).await.unwrap(), None);
+    }
+    for secret in &alice_tokens {
+        assert_eq!(store.token(secret.expose(), at(1)).await.unwrap(), None);
+    }
+    assert!(store.tokens_of(alice.id, at(1)).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .session(bob_session.expose(), at(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .user,
+        bob
+    );
+    assert_eq!(
+        store
+            .token(bob_token.expose(), at(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .user,
+        bob
+    );
+    assert_eq!(
+        store.revoke_user_credentials(alice.id).await.unwrap(),
+        Revoked::default()
+    );
+    // The account itself stays.
+    assert!(store.user(alice.id).await.unwrap().is_some());
+}
+
+async fn tokens_round_trip(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let new = NewToken {
+        scopes: scopes("self access:servers!user=alice read:metrics"),
+        note: "CI runner ✓".to_owned(),
+        expires: None,
+    };
+    let (secret, created) = store.create_token(alice.id, &new, at(0)).await.unwrap();
+    assert_eq!(created.prefix, secret.prefix());
+    assert_eq!(created.scopes, new.scopes);
+    assert_eq!(
+        (created.created, created.expires, created.last_used),
+        (at(0), None, None)
+    );
+
+    let auth = store.token(secret.expose(), at(5)).await.unwrap().unwrap();
+    assert_eq!(auth.user, alice);
+    assert_eq!(
+        auth.token,
+        ApiToken {
+            last_used: Some(at(5)),
+            ..created.clone()
+        }
+    );
+    assert!(
+        auth.token
+            .scopes
+            .iter()
+            .any(|s| *s == Scope::AccessServers(name("alice")))
+    );
+
+    let listed = store.tokens_of(alice.id, at(6)).await.unwrap();
+    assert_eq!(
+        listed,
+        [ApiToken {
+            last_used: Some(at(5)),
+            ..created.clone()
+        }]
+    );
+
+    let (second, _) = store
+        .create_token(
+            alice.id,
+            &NewToken {
+                scopes: Scopes::default(),
+                ..new.clone()
+            },
+            at(7),
+        )
+        .await
+        .unwrap();
+    assert_ne!(second.expose(), secret.expose());
+    let listed = store.tokens_of(alice.id, at(8)).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed[0].id < listed[1].id);
+    assert!(listed[1].scopes.is_empty());
+
+    let upper = secret.expose().to_uppercase();
+    for wrong in ["", "token", &secret.expose()[1..], upper.as_str()] {
+        assert_eq!(store.token(wrong, at(9)).await.unwrap(), None, "{wrong:?}");
+    }
+    let err = store
+        .create_token(UserId::new(alice.id.get() + 1000), &new, at(0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoSuchUser { .. }), "{err:?}");
+}
+
+async fn tokens_expire(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let short = NewToken {
+        scopes: scopes("self"),
+        note: String::new(),
+        expires: Some(at(100)),
+    };
+    let forever = NewToken {
+        expires: None,
+        ..short.clone()
+    };
+    let (secret, _) = store.create_token(alice.id, &short, at(0)).await.unwrap();
+    let (kept, _) = store.create_token(alice.id, &forever, at(0)).await.unwrap();
+    assert!(
+        store
+            .token(secret.expose(), at(99))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.token(secret.expose(), at(100)).await.unwrap(), None);
+    assert_eq!(store.tokens_of(alice.id, at(99)).await.unwrap().len(), 2);
+    assert_eq!(store.tokens_of(alice.id, at(100)).await.unwrap().len(), 1);
+    assert_eq!(
+        store.delete_expired(at(100)).await.unwrap(),
+        Revoked {
+            sessions: 0,
+            tokens: 1
+        }
+    );
+    assert!(
+        store
+            .token(kept.expose(), at(10_000))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn tokens_sharing_a_prefix(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let bob = store.create_user(&new_user("bob"), at(0)).await.unwrap();
+    let new = NewToken {
+        scopes: scopes("self"),
+        note: String::new(),
+        expires: None,
+    };
+    let (alice_token, _) = store.create_token(alice.id, &new, at(0)).await.unwrap();
+    // Plant a token of bob's with the same prefix and a different secret.
+    let twin = format!(
+        "{}{}",
+        alice_token.prefix(),
+        "f".repeat(SECRET_LEN - alice_token.prefix().len())
+    );
+    assert_ne!(twin, alice_token.expose());
+    let sql = format!(
+        "INSERT INTO api_tokens (prefix, hash, user_id, scopes, note, created) \
+         VALUES ('{}', '{}', {}, 'self', 'twin', {T0})",
+        alice_token.prefix(),
+        SecretHash::of(&twin).as_str(),
+        bob.id.get(),
+    );
+    raw(&store, &sql).await;
+    assert_eq!(
+        store
+            .token(alice_token.expose(), at(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .user,
+        alice
+    );
+    assert_eq!(store.token(&twin, at(1)).await.unwrap().unwrap().user, bob);
+    let stranger = format!(
+        "{}{}",
+        alice_token.prefix(),
+        "e".repeat(SECRET_LEN - alice_token.prefix().len())
+    );
+    assert_eq!(store.token(&stranger, at(1)).await.unwrap(), None);
+}
+
+async fn token_revocation_is_scoped_to_the_owner(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let bob = store.create_user(&new_user("bob"), at(0)).await.unwrap();
+    let new = NewToken {
+        scopes: scopes("self"),
+        note: String::new(),
+        expires: None,
+    };
+    let (secret, token) = store.create_token(alice.id, &new, at(0)).await.unwrap();
+    assert!(!store.revoke_token(bob.id, token.id).await.unwrap());
+    assert!(store.token(secret.expose(), at(1)).await.unwrap().is_some());
+    assert!(store.revoke_token(alice.id, token.id).await.unwrap());
+    assert!(!store.revoke_token(alice.id, token.id).await.unwrap());
+    assert_eq!(store.token(secret.expose(), at(1)).await.unwrap(), None);
+}
+
+async fn corrupt_rows_are_errors(store: Store) {
+    raw(
+        &store,
+        "INSERT INTO users (name, admin, approved, created) VALUES (' Not/Normal', FALSE, TRUE, 0)",
+    )
+    .await;
+    let err = store.list_users().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                what: "user name",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    raw(&store, "DELETE FROM users").await;
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let new = NewToken {
+        scopes: scopes("self"),
+        note: String::new(),
+        expires: None,
+    };
+    let (secret, _) = store.create_token(alice.id, &new, at(0)).await.unwrap();
+    raw(&store, "UPDATE api_tokens SET scopes = 'root'").await;
+    let err = store.token(secret.expose(), at(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                what: "token scopes",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The error chain names the cause without echoing secrets.
+    let chain = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    assert!(chain.contains("unknown scope \"root\""), "{chain}");
+    assert!(!chain.contains(secret.expose()), "{chain}");
+}
+
+async fn migrating_twice_is_harmless(store: Store) {
+    store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+}
+
+async fn concurrent_sessions(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let secret = store
+                .create_session(alice.id, at(i), at(1000))
+                .await
+                .unwrap();
+            let session = store
+                .session(secret.expose(), at(200 + i))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(session.last_seen, at(200 + i));
+            secret
+        });
+    }
+    let secrets = tasks.join_all().await;
+    assert_eq!(secrets.len(), 32);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM sessions").await, 32);
+}
+
+// Backend-specific checks.
+
+#[tokio::test]
+async fn sqlite_urls_get_wal_and_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("url.sqlite");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), "SQLite");
+    store.migrate().await.unwrap();
+    let Db::Sqlite(pool) = &store.db else {
+        panic!("not SQLite")
+    };
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(foreign_keys, 1);
+    store.close().await;
+    // The same file opens again with its data.
+    let again = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    again.migrate().await.unwrap();
+    assert!(again.list_users().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_urls() {
+    let options = StoreOptions::default();
+    let err = Store::connect("mysql://user:hunter2@db/gantry", &options)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::UnsupportedUrl { scheme } if scheme == "mysql"),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("hunter2"));
+    let err = Store::connect("", &options).await.unwrap_err();
+    assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err:?}");
+    // mode=ro on a missing file cannot open it.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        dir.path().join("missing.sqlite").display()
+    );
+    let err = Store::connect(&url, &options).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Connect {
+                backend: "SQLite",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+async fn unix_ids_round_trip(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let bob = store.create_user(&new_user("bob"), at(0)).await.unwrap();
+    assert_eq!(store.unix_ids(alice.id).await.unwrap(), UnixIds::default());
+    let ids = UnixIds {
+        uid: Some(4242),
+        gid: Some(u32::MAX),
+    };
+    store.set_unix_ids(alice.id, ids).await.unwrap();
+    assert_eq!(store.unix_ids(alice.id).await.unwrap(), ids);
+    assert_eq!(store.unix_ids(bob.id).await.unwrap(), UnixIds::default());
+    let changed = UnixIds {
+        uid: Some(1000),
+        gid: None,
+    };
+    store.set_unix_ids(alice.id, changed).await.unwrap();
+    assert_eq!(store.unix_ids(alice.id).await.unwrap(), changed);
+
+    // A root or out-of-range id written by hand is reported, not handed to the spawner.
+    raw(
+        &store,
+        &format!(
+            "UPDATE user_unix_ids SET uid = 0 WHERE user_id = {}",
+            alice.id.get()
+        ),
+    )
+    .await;
+    assert!(matches!(
+        store.unix_ids(alice.id).await,
+        Err(StoreError::Corrupt { what: "uid", .. })
+    ));
+
+    // Deleting the user deletes the row; recording ids for nobody is an error.
+    store.delete_user(alice.id).await.unwrap();
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM user_unix_ids").await, 0);
+    assert!(matches!(
+        store.set_unix_ids(alice.id, ids).await,
+        Err(StoreError::NoSuchUser { .. })
+    ));
+}
+
+async fn registered_tokens_work_and_register_once(store: Store) {
+    let admin = store.create_user(&new_user("admin"), at(0)).await.unwrap();
+    let secret = "0123456789abcdef".repeat(4);
+    let new = NewToken {
+        scopes: scopes("admin"),
+        note: "bootstrap".to_owned(),
+        expires: None,
+    };
+    assert!(
+        store
+            .register_token(admin.id, &secret, &new, at(0))
+            .await
+            .unwrap()
+    );
+    // At the next start: already there, nothing changes.
+    assert!(
+        !store
+            .register_token(admin.id, &secret, &new, at(5))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.tokens_of(admin.id, at(5)).await.unwrap().len(), 1);
+    let found = store.token(&secret, at(10)).await.unwrap().unwrap();
+    assert_eq!(found.user.id, admin.id);
+    assert_eq!(found.token.note, "bootstrap");
+    for bad in ["short", &"0123456789ABCDEF".repeat(4), &"g".repeat(64)] {
+        assert!(matches!(
+            store.register_token(admin.id, bad, &new, at(0)).await,
+            Err(StoreError::MalformedSecret)
+        ));
+    }
+}
+
+async fn tokens_are_revoked_by_note_prefix(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let bob = store.create_user(&new_user("bob"), at(0)).await.unwrap();
+    let make = |note: &str| NewToken {
+        scopes: scopes("self"),
+        note: note.to_owned(),
+        expires: None,
+    };
+    for note in ["oauth: a", "oauth: b", "laptop", "oauth"] {
+        store
+            .create_token(alice.id, &make(note), at(0))
+            .await
+            .unwrap();
+    }
+    store
+        .create_token(bob.id, &make("oauth: c"), at(0))
+        .await
+        .unwrap();
+    // `_` and `%` are not wildcards here.
+    store
+        .create_token(alice.id, &make("server token: a_b/"), at(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .revoke_tokens_noted(alice.id, "server token: a%")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .revoke_tokens_noted(alice.id, "oauth: ")
+            .await
+            .unwrap(),
+        2
+    );
+    let left: Vec<String> = store
+        .tokens_of(alice.id, at(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.note)
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert_eq!(store.tokens_of(bob.id, at(1)).await.unwrap().len(), 1);
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests: the `gantry` binary against real peers. Harness in `gantry-integration-tests`.
+//!
+//! Prerequisites, which a run without them reports as failures (never as passes): the Python
+//! venv from `integration-tests/python-env.sh`, and the `gantry` binary (`GANTRY_BIN`, else built
+//! on the spot). `.ci/test` provides both.
+
+mod cli;
+mod identity;
+mod journey;
+mod jupyterhub;
+mod mesos;
+mod notebook;
+mod servers;
+mod singleuser;

@@ -1,0 +1,468 @@
+//! `gantry up`: the hub and the proxy behind one listener, configured by `gantry.toml`; and
+//! `gantry check-config`, which validates that file without starting anything.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use gantry_auth::store::{NewToken, NewUser};
+use gantry_auth::{OidcProvider, Scope, Scopes, Store, StoreOptions, UserName};
+use gantry_proxy::hub::config::{FileConfig, HubConfig, LogFormat};
+use gantry_proxy::hub::front::FrontTier;
+use gantry_proxy::hub::servers::Servers;
+use gantry_proxy::hub::{Hub, Provider};
+use gantry_proxy::metrics::Metrics;
+use gantry_proxy::server::{ServeSettings, serve};
+use gantry_proxy::{Proxy, ProxyConfig, RouteTable};
+use gantry_spawner::{DockerOptions, DockerSpawner};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+use super::proxy::{shutdown_signal, tls_acceptor};
+
+/// How often expired sessions, tokens and logins in flight are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The `--config` flag shared by the commands that read `gantry.toml`.
+#[derive(Debug, Args)]
+pub(crate) struct ConfigArg {
+    /// The configuration file. Without it the embedded defaults apply: SQLite in
+    /// ./gantry-data, local accounts, listening on 127.0.0.1:8000.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        env = "GANTRY_CONFIG",
+        global = true
+    )]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// Reads and checks the configuration (or the defaults), reporting every problem.
+    pub(crate) fn load(&self) -> anyhow::Result<HubConfig> {
+        let mut file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        // A URL with a password belongs in a secret, not in the file (the Helm chart passes
+        // it this way).
+        if let Ok(url) = std::env::var("GANTRY_DATABASE_URL")
+            && !url.trim().is_empty()
+        {
+            file.hub.database_url = Some(url.trim().to_owned());
+        }
+        let spawner_problems = file.spawner.validate().err();
+        let hub = file.validate();
+        let mut lines = Vec::new();
+        if let Err(errors) = &hub {
+            lines.extend(errors.problems.iter().map(ToString::to_string));
+        }
+        if let Some(errors) = spawner_problems {
+            lines.extend(errors.to_string().lines().map(str::to_owned));
+        }
+        match hub {
+            Ok(config) if lines.is_empty() => Ok(config),
+            _ => bail!(
+                "{} is not valid ({} problem{}):\n  {}",
+                self.describe(),
+                lines.len(),
+                if lines.len() == 1 { "" } else { "s" },
+                lines.join("\n  ")
+            ),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.config.as_deref().map_or_else(
+            || "the default configuration".to_owned(),
+            |p| p.display().to_string(),
+        )
+    }
+}
+
+/// Flags of `gantry up`.
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Log level: error, warn, info, debug or trace. RUST_LOG, when set, takes precedence.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+/// Flags of `gantry check-config`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    let summary = format!(
+        "{} is valid: gantry would listen on {} for {} with {} ({} OpenID provider{}, local accounts {}), {} profile{}",
+        args.config.describe(),
+        config.hub.bind,
+        config.public_origin.as_str(),
+        redact_url(&config.database_url),
+        config.oidc.len(),
+        if config.oidc.len() == 1 { "" } else { "s" },
+        if config.local.enabled { "on" } else { "off" },
+        config.spawner.profiles.len(),
+        if config.spawner.profiles.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+    );
+    eprintln!("{summary}");
+    Ok(())
+}
+
+pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
+    let config = args.config.load()?;
+    init_logging(&args.log_level, config.hub.log_format)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve_hub(config))
+}
+
+fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let level: tracing::Level = level.parse().map_err(|_| {
+        anyhow::anyhow!("--log-level {level:?} is not a log level (try info or debug)")
+    })?;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,gantry={level},gantry_proxy={level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    Ok(())
+}
+
+/// Opens the database the configuration names, creating the data folder for the default
+/// SQLite file, and brings its schema up to date.
+pub(crate) async fn open_store(config: &HubConfig) -> anyhow::Result<Store> {
+    if config.hub.database_url.is_none() {
+        std::fs::create_dir_all(&config.hub.data_dir).with_context(|| {
+            format!(
+                "cannot create the data folder {} (hub.data_dir)",
+                config.hub.data_dir.display()
+            )
+        })?;
+    }
+    let store = Store::connect(&config.database_url, &StoreOptions::default())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                redact_url(&config.database_url)
+            )
+        })?;
+    store
+        .migrate()
+        .await
+        .context("cannot bring the database schema up to date")?;
+    Ok(store)
+}
+
+/// `GANTRY_ADMIN_TOKEN`: registers that token, with the `admin` scope, for the admin user
+/// named by `GANTRY_ADMIN_USER` (default `admin`), creating the user when missing. For
+/// automation and the Helm chart; idempotent across restarts. Never logged.
+async fn register_admin_token(store: &Store, config: &HubConfig) -> anyhow::Result<()> {
+    let Ok(token) = std::env::var("GANTRY_ADMIN_TOKEN") else {
+        return Ok(());
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return Ok(());
+    }
+    let raw_name = std::env::var("GANTRY_ADMIN_USER").unwrap_or_else(|_| "admin".to_owned());
+    let name = UserName::parse(&raw_name, config.name_policy)
+        .with_context(|| format!("GANTRY_ADMIN_USER {raw_name:?} is not a valid user name"))?;
+    let now = jiff::Timestamp::now();
+    let user = match store.user_by_name(&name).await? {
+        Some(user) => user,
+        None => {
+            let new = NewUser {
+                name: name.clone(),
+                password_hash: None,
+                admin: true,
+                approved: true,
+            };
+            store.create_user(&new, now).await?
+        }
+    };
+    if !user.admin {
+        bail!(
+            "GANTRY_ADMIN_TOKEN would belong to {}, who is not an admin (fix: make them one with the API, or set GANTRY_ADMIN_USER)",
+            name.as_str()
+        );
+    }
+    let new = NewToken {
+        scopes: Scopes::new([Scope::Admin]),
+        note: "GANTRY_ADMIN_TOKEN".to_owned(),
+        expires: None,
+    };
+    let created = store
+        .register_token(user.id, token, &new, now)
+        .await
+        .context("GANTRY_ADMIN_TOKEN")?;
+    tracing::info!(user = %name.as_str(), new = created, "admin API token from GANTRY_ADMIN_TOKEN registered");
+    Ok(())
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn discover(config: &HubConfig) -> anyhow::Result<Vec<Provider>> {
+    let mut providers = Vec::new();
+    for entry in &config.oidc {
+        let provider = OidcProvider::discover(entry.config.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "auth.oidc.{}: cannot read the provider's metadata from {} (is the issuer URL right and reachable?)",
+                    entry.id, entry.config.issuer_url
+                )
+            })?;
+        tracing::info!(provider = %entry.id, issuer = %entry.config.issuer_url, "OpenID provider discovered");
+        providers.push(Provider {
+            id: entry.id.clone(),
+            display_name: entry.display_name.clone(),
+            provider,
+        });
+    }
+    Ok(providers)
+}
+
+fn proxy_config(config: &HubConfig) -> ProxyConfig {
+    let proxy = &config.proxy;
+    ProxyConfig {
+        trusted_downstreams: config.trusted_downstream.clone(),
+        tls: proxy.tls_cert.is_some(),
+        max_header_bytes: proxy.max_header_bytes,
+        header_timeout: Duration::from_secs(proxy.header_timeout_secs),
+        upstream_connect_timeout: Duration::from_secs(proxy.upstream_connect_timeout_secs),
+        upstream_response_timeout: Duration::from_secs(proxy.proxy_timeout_secs),
+        ..ProxyConfig::default()
+    }
+}
+
+async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    register_admin_token(&store, &config).await?;
+    let providers = discover(&config).await?;
+    let tls = match (&config.proxy.tls_key, &config.proxy.tls_cert) {
+        (Some(key), Some(cert)) => Some(tls_acceptor(key, cert)?),
+        _ => None,
+    };
+    let proxy_config = proxy_config(&config);
+    let settings = ServeSettings {
+        max_header_bytes: proxy_config.max_header_bytes,
+        header_timeout: proxy_config.header_timeout,
+        shutdown_grace: proxy_config.shutdown_grace,
+        tls,
+    };
+    let table = Arc::new(RouteTable::new(false));
+    let proxy_metrics = Metrics::new();
+    let proxy = Arc::new(Proxy::new(
+        Arc::clone(&table),
+        proxy_config,
+        proxy_metrics.clone(),
+    ));
+    let bind = config.hub.bind;
+    let public = config.public_origin.as_str().to_owned();
+    let local_enabled = config.local.enabled;
+    let backend = start_backend(&config, &table).await?;
+    let servers_port = config.hub.servers_api_port;
+    let cull_interval = Duration::from_secs(config.hub.cull_interval_secs);
+    let mut hub = Hub::new(config, store.clone(), providers, table)
+        .context("cannot set up the hub")?
+        .with_proxy_metrics(proxy_metrics);
+    let mut servers_listener = None;
+    if let Some((servers, gateway)) = backend {
+        // The servers reach the hub's API on their network's gateway, not on the public bind.
+        let addr = std::net::SocketAddr::new(gateway, servers_port);
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for the servers' hub API (hub.servers_api_port): is the port in use?")
+        })?;
+        hub = hub.with_servers(servers, format!("http://{addr}/hub/api"));
+        tracing::info!("servers reach the hub API at http://{addr}/hub/api");
+        servers_listener = Some(listener);
+    }
+    let hub = Arc::new(hub);
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} (hub.bind): is the port in use?"))?;
+    tracing::info!(
+        "gantry is up: open {public} (listening on {})",
+        listener.local_addr()?
+    );
+    if local_enabled
+        && store
+            .list_users()
+            .await
+            .map(|u| u.is_empty())
+            .unwrap_or(false)
+    {
+        tracing::warn!(
+            "no users yet: create the first admin with `gantry user add NAME --admin` (same --config)"
+        );
+    }
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let sweeper = tokio::spawn(sweep(Arc::clone(&hub), stop_rx.clone()));
+    let culler = tokio::spawn(cull(Arc::clone(&hub), cull_interval, stop_rx.clone()));
+    let front = Arc::new(FrontTier::new(hub, proxy));
+    let internal = servers_listener.map(|listener| {
+        let front = Arc::clone(&front);
+        let mut stop = stop_rx.clone();
+        let settings = ServeSettings {
+            tls: None,
+            ..settings.clone()
+        };
+        tokio::spawn(async move {
+            serve(listener, front, settings, async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            })
+            .await;
+        })
+    });
+    let server = tokio::spawn(async move {
+        serve(listener, front, settings, async move {
+            let _ = stop_rx.wait_for(|stopping| *stopping).await;
+        })
+        .await;
+    });
+    shutdown_signal().await?;
+    tracing::info!("shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    if let Some(internal) = internal {
+        let _ = internal.await;
+    }
+    let _ = sweeper.await;
+    let _ = culler.await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Connects the Docker backend when profiles are configured, recovers what runs from a
+/// previous start, and routes it. `None` without profiles: gantry then serves logins only.
+async fn start_backend(
+    config: &HubConfig,
+    table: &Arc<RouteTable>,
+) -> anyhow::Result<Option<(Arc<Servers>, std::net::IpAddr)>> {
+    if config.spawner.profiles.is_empty() {
+        tracing::warn!(
+            "no profiles configured: users can log in but not start servers (add [profiles.<id>] to gantry.toml)"
+        );
+        return Ok(None);
+    }
+    let validated = config
+        .spawner
+        .validate()
+        .map_err(|errors| anyhow::anyhow!("the spawner's configuration is not valid:\n{errors}"))?;
+    // DOCKER_HOST (unix://, tcp:// with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH) as the docker
+    // CLI reads it; without it, the local socket.
+    let docker = bollard::Docker::connect_with_defaults()
+        .context("cannot connect to the Docker engine (is /var/run/docker.sock there, or DOCKER_HOST right?)")?
+        .negotiate_version()
+        .await
+        .context("the Docker engine does not answer (is it running, and may gantry use its socket?)")?;
+    let spawner = DockerSpawner::new(docker, &validated, DockerOptions::default());
+    spawner
+        .prepare()
+        .await
+        .context("cannot prepare the Docker network for servers")?;
+    let network = &config.spawner.docker.network;
+    let gateway = spawner
+        .docker()
+        .inspect_network(network, None)
+        .await
+        .with_context(|| format!("cannot inspect the Docker network {network}"))?
+        .ipam
+        .and_then(|ipam| ipam.config)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|c| c.gateway.and_then(|g| g.parse::<std::net::IpAddr>().ok()))
+        .with_context(|| format!("the Docker network {network} has no gateway address for servers to reach the hub by"))?;
+    let recovery = spawner
+        .recover()
+        .await
+        .context("cannot list this gantry's containers on the Docker engine")?;
+    tracing::info!(
+        adopted = recovery.adopted.len(),
+        removed = recovery.removed.len(),
+        "Docker backend ready"
+    );
+    let servers = Arc::new(Servers::new(
+        Arc::new(spawner),
+        validated.profiles,
+        Arc::clone(table),
+        config.hub.max_concurrent_spawns,
+        std::collections::BTreeMap::new(),
+    ));
+    let adopted = servers
+        .adopt()
+        .await
+        .context("cannot list running servers")?;
+    tracing::info!(routed = adopted, "running servers routed");
+    Ok(Some((servers, gateway)))
+}
+
+/// Deletes expired sessions and tokens and forgets stale login state, every minute.
+/// Stops idle and over-age servers every `interval` (see `Hub::cull`).
+async fn cull(hub: Arc<Hub>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+        hub.cull().await;
+    }
+}
+
+async fn sweep(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+        hub.prune();
+        match hub.store().delete_expired(jiff::Timestamp::now()).await {
+            Ok(revoked) if revoked.sessions + revoked.tokens > 0 => {
+                tracing::debug!(
+                    sessions = revoked.sessions,
+                    tokens = revoked.tokens,
+                    "expired credentials deleted"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error, "cannot delete expired credentials"),
+        }
+    }
+}

@@ -1,0 +1,839 @@
+//! The hub's REST API under `/hub/api`: who am I, API tokens, ending a user's credentials.
+//!
+//! Shapes follow JupyterHub's REST API (`GET /hub/api/user`, `/users/{name}/tokens`), so its
+//! clients work unchanged. Callers authenticate with `Authorization: token …` (or `Bearer`),
+//! or with the session cookie plus the CSRF rules for anything that changes state. A missing
+//! or invalid credential is 403, as JupyterHub answers.
+
+use gantry_auth::store::{ApiToken, NewToken, TokenId, User};
+use gantry_auth::{Action, Owner, Scope, Scopes, UserName};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use gantry_spawner::{Identity, ServerKey, ServerName};
+
+use std::collections::BTreeMap;
+
+use super::oauth::{client_id, redirect_uri, server_token_note};
+use super::request::read_json;
+use super::response::{self, HubError};
+use super::servers::{Phase, ServerError, Servers, StartOutcome, server_prefix};
+use super::{Caller, Hub};
+use crate::errors::ResponseBody;
+
+/// The body of `POST /hub/api/users/{name}/tokens`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    /// A note on what the token is for.
+    #[serde(default)]
+    note: Option<String>,
+    /// Seconds until it expires; absent or null for never.
+    #[serde(default)]
+    expires_in: Option<u64>,
+    /// Scopes; absent for `self`.
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    /// JupyterHub's roles: only `[]` or `["token"]` (the default role, which is `self` here)
+    /// are understood.
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+}
+
+/// Longest note kept on a token, in characters.
+const MAX_NOTE_CHARS: usize = 1000;
+
+impl Hub {
+    pub(super) async fn api(
+        &self,
+        request: Request<Incoming>,
+        rest: &[&str],
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let method = request.method().clone();
+        match (&method, rest) {
+            (&Method::GET, []) => Ok(response::json(
+                StatusCode::OK,
+                &json!({"version": super::JUPYTERHUB_API_VERSION}),
+            )),
+            (&Method::GET, ["user"]) => self.whoami(&request).await,
+            (&Method::GET, ["info"]) => self.info(&request).await,
+            (&Method::GET, ["oauth2", "authorize"]) => self.oauth_authorize(&request).await,
+            (&Method::POST, ["oauth2", "token"]) => self.oauth_token(request).await,
+            (&Method::POST, ["users", name, "activity"]) => self.activity(request, name).await,
+            (&Method::GET, ["users", name, "tokens"]) => self.list_tokens(&request, name).await,
+            (&Method::POST, ["users", name, "tokens"]) => self.create_token(request, name).await,
+            (&Method::GET, ["users", name, "tokens", id]) => {
+                self.get_token(&request, name, id).await
+            }
+            (&Method::DELETE, ["users", name, "tokens", id]) => {
+                self.delete_token(request, name, id).await
+            }
+            (&Method::POST, ["users", name, "logout"]) => {
+                self.revoke_everything(request, name).await
+            }
+            (&Method::GET, ["users"]) => self.list_users(&request).await,
+            (&Method::GET, ["users", name]) => self.get_user(&request, name).await,
+            (&Method::POST, ["users", name, "server"]) => {
+                self.start_server(request, name, "").await
+            }
+            (&Method::POST, ["users", name, "servers", server]) => {
+                self.start_server(request, name, server).await
+            }
+            (&Method::DELETE, ["users", name, "server"]) => {
+                self.stop_server(request, name, "").await
+            }
+            (&Method::DELETE, ["users", name, "servers", server]) => {
+                self.stop_server(request, name, server).await
+            }
+            (&Method::GET, ["users", name, "server", "progress"]) => {
+                self.server_progress(&request, name, "").await
+            }
+            (&Method::GET, ["users", name, "servers", server, "progress"]) => {
+                self.server_progress(&request, name, server).await
+            }
+            _ => Err(HubError::NotFound),
+        }
+    }
+
+    /// The caller, or 403.
+    async fn authenticated(&self, headers: &http::HeaderMap) -> Result<Caller, HubError> {
+        self.caller(headers).await?.ok_or(HubError::Unauthenticated)
+    }
+
+    /// The caller, after the CSRF check for state-changing cookie requests (the token travels
+    /// in a header for API calls).
+    async fn authenticated_for_change(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<Caller, HubError> {
+        let caller = self.authenticated(&parts.headers).await?;
+        self.check_csrf(parts, None, &caller)?;
+        Ok(caller)
+    }
+
+    /// The user `name` from a path, if the caller may act as them. Someone who may not act
+    /// as them gets 404 whether they exist or not, so the API does not reveal who exists.
+    async fn target_user(&self, caller: &Caller, name: &str) -> Result<User, HubError> {
+        let name =
+            UserName::parse(name, self.config.name_policy).map_err(|_| HubError::NotFound)?;
+        if !caller.permits(Action::ActAs(&name)) {
+            return Err(if caller.permits(Action::ActAs(&caller.user().name)) {
+                HubError::NotFound
+            } else {
+                HubError::Forbidden
+            });
+        }
+        self.store
+            .user_by_name(&name)
+            .await?
+            .ok_or(HubError::NotFound)
+    }
+
+    async fn whoami(
+        &self,
+        request: &Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let caller = self.authenticated(request.headers()).await?;
+        let user = caller.user();
+        let owner = Owner {
+            name: &user.name,
+            admin: user.admin,
+        };
+        // The scopes the caller holds now: a token's, capped by what its owner may grant.
+        let scopes: Vec<String> = caller
+            .scopes()
+            .iter()
+            .filter(|scope| scope.grantable_by(owner))
+            .map(ToString::to_string)
+            .collect();
+        let mut model = user_model(user);
+        model["scopes"] = json!(scopes);
+        if let Caller::Token(auth) = &caller {
+            model["token_id"] = json!(token_id(auth.token.id));
+        }
+        Ok(response::json(StatusCode::OK, &model))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: &Request<Incoming>,
+        name: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let caller = self.authenticated(request.headers()).await?;
+        let user = self.target_user(&caller, name).await?;
+        let tokens = self.store.tokens_of(user.id, Timestamp::now()).await?;
+        let models: Vec<Value> = tokens.iter().map(|t| token_model(t, &user)).collect();
+        Ok(response::json(
+            StatusCode::OK,
+            &json!({ "api_tokens": models }),
+        ))
+    }
+
+    async fn get_token(
+        &self,
+        request: &Request<Incoming>,
+        name: &str,
+        id: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let caller = self.authenticated(request.headers()).await?;
+        let user = self.target_user(&caller, name).await?;
+        let id = parse_token_id(id)?;
+        let tokens = self.store.tokens_of(user.id, Timestamp::now()).await?;
+        let token = tokens
+            .iter()
+            .find(|t| t.id == id)
+            .ok_or(HubError::NotFound)?;
+        Ok(response::json(StatusCode::OK, &token_model(token, &user)))
+    }
+
+    /// Creates an API token for `user` as `caller` asks: `scopes_text` (space-separated)
+    /// must parse, be grantable by the owner, and stay within what a token caller holds; the
+    /// note is capped; `expires_in` seconds (0 or none: never). Shared by the API and the
+    /// token page.
+    pub(super) async fn mint_token(
+        &self,
+        caller: &Caller,
+        user: &User,
+        scopes_text: &str,
+        note: String,
+        expires_in: Option<u64>,
+    ) -> Result<(gantry_auth::Secret, ApiToken), HubError> {
+        let scopes = Scopes::parse(scopes_text, self.config.name_policy)
+            .map_err(|error| HubError::BadRequest(format!("invalid scopes: {error}")))?;
+        if scopes.is_empty() {
+            return Err(HubError::BadRequest(
+                "a token needs at least one scope".into(),
+            ));
+        }
+        let owner = Owner {
+            name: &user.name,
+            admin: user.admin,
+        };
+        if !scopes.grantable_by(owner) {
+            return Err(HubError::Forbidden);
+        }
+        // A token mints tokens only within what it holds: each scope it holds itself, anything
+        // with `admin` (while its owner is an admin), anything short of `admin` with `self`.
+        if let Caller::Token(auth) = caller {
+            let held = &auth.token.scopes;
+            let has = |wanted: &Scope| held.iter().any(|s| s == wanted);
+            let admin = has(&Scope::Admin) && auth.user.admin;
+            let within =
+                |s: &Scope| admin || has(s) || (has(&Scope::SelfUser) && *s != Scope::Admin);
+            if !scopes.iter().all(within) {
+                return Err(HubError::Forbidden);
+            }
+        }
+        if note.chars().count() > MAX_NOTE_CHARS {
+            return Err(HubError::BadRequest(format!(
+                "the note is longer than {MAX_NOTE_CHARS} characters"
+            )));
+        }
+        let now = Timestamp::now();
+        let expires = match expires_in {
+            None | Some(0) => None,
+            Some(secs) => {
+                let secs = i64::try_from(secs)
+                    .map_err(|_| HubError::BadRequest("expires_in is too large".into()))?;
+                Some(
+                    now.checked_add(SignedDuration::from_secs(secs))
+                        .map_err(|_| HubError::BadRequest("expires_in is too large".into()))?,
+                )
+            }
+        };
+        let new = NewToken {
+            scopes,
+            note,
+            expires,
+        };
+        Ok(self.store.create_token(user.id, &new, now).await?)
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<Incoming>,
+        name: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let (parts, body) = request.into_parts();
+        let caller = self.authenticated_for_change(&parts).await?;
+        let user = self.target_user(&caller, name).await?;
+        let body: TokenRequest = read_json(&parts.headers, body).await?;
+        if let Some(roles) = &body.roles
+            && roles.iter().any(|r| r != "token")
+        {
+            return Err(HubError::BadRequest(
+                "roles other than \"token\" are not supported; ask for scopes instead".into(),
+            ));
+        }
+        let scopes_text = body
+            .scopes
+            .unwrap_or_else(|| vec!["self".to_owned()])
+            .join(" ");
+        let (secret, token) = self
+            .mint_token(
+                &caller,
+                &user,
+                &scopes_text,
+                body.note.unwrap_or_default(),
+                body.expires_in,
+            )
+            .await?;
+        tracing::info!(user = %user.name.as_str(), token = %token_id(token.id), "API token created");
+        let mut model = token_model(&token, &user);
+        model["token"] = json!(secret.expose());
+        Ok(response::json(StatusCode::CREATED, &model))
+    }
+
+    async fn delete_token(
+        &self,
+        request: Request<Incoming>,
+        name: &str,
+        id: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let (parts, _body) = request.into_parts();
+        let caller = self.authenticated_for_change(&parts).await?;
+        let user = self.target_user(&caller, name).await?;
+        let id = parse_token_id(id)?;
+        if !self.store.revoke_token(user.id, id).await? {
+            return Err(HubError::NotFound);
+        }
+        tracing::info!(user = %user.name.as_str(), token = %token_id(id), "API token revoked");
+        let mut response = Response::new(super::body(""));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
+    /// `POST /hub/api/users/{name}/logout` (gantry's own): ends every session and API token
+    /// of the user and closes their open WebSockets. For admins revoking an account, or a
+    /// user who lost a device.
+    async fn revoke_everything(
+        &self,
+        request: Request<Incoming>,
+        name: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let (parts, _body) = request.into_parts();
+        let caller = self.authenticated_for_change(&parts).await?;
+        let user = self.target_user(&caller, name).await?;
+        let revoked = self.store.revoke_user_credentials(user.id).await?;
+        self.close_user_tunnels(&user.name);
+        tracing::info!(
+            user = %user.name.as_str(),
+            by = %caller.user().name.as_str(),
+            sessions = revoked.sessions,
+            tokens = revoked.tokens,
+            "all credentials revoked"
+        );
+        Ok(response::json(
+            StatusCode::OK,
+            &json!({"sessions": revoked.sessions, "tokens": revoked.tokens}),
+        ))
+    }
+}
+
+impl Hub {
+    pub(super) fn servers(&self) -> Result<&std::sync::Arc<Servers>, HubError> {
+        self.servers.as_ref().ok_or(HubError::BadRequest(
+            "this gantry has no backend to start servers on: configure [docker] and [profiles.<id>]".into(),
+        ))
+    }
+
+    /// The identity the spawner gets for `user`: name, groups, UID/GID.
+    pub(super) async fn identity_of(&self, user: &User) -> Result<Identity, HubError> {
+        let ids = self.store.unix_ids(user.id).await?;
+        let mut identity = Identity::new(user.name.as_str());
+        identity.uid = ids.uid;
+        identity.gid = ids.gid;
+        Ok(identity)
+    }
+
+    /// `GET /hub/api/users` (admins): JupyterHub's list, filtered by `state` (`ready`,
+    /// `active`, `inactive`) and `name_filter` (a prefix), paged by `offset` and `limit`; with
+    /// `Accept: application/jupyterhub-pagination+json` the reply is `{items, _pagination}`.
+    async fn list_users(
+        &self,
+        request: &Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        const MAX_LIMIT: usize = 200;
+        let caller = self.authenticated(request.headers()).await?;
+        if !caller.permits(Action::Admin) {
+            return Err(HubError::Forbidden);
+        }
+        let query = super::request::Form::query(request.uri());
+        let number = |key: &str, default: usize| -> Result<usize, HubError> {
+            query.get(key).map_or(Ok(default), |v| {
+                v.parse()
+                    .map_err(|_| HubError::BadRequest(format!("{key} must be a whole number")))
+            })
+        };
+        let offset = number("offset", 0)?;
+        let limit = number("limit", MAX_LIMIT)?.clamp(1, MAX_LIMIT);
+        let state = query.get("state").unwrap_or("");
+        if !matches!(state, "" | "ready" | "active" | "inactive") {
+            return Err(HubError::BadRequest(
+                "state must be ready, active or inactive".into(),
+            ));
+        }
+        let name_filter = query.get("name_filter").unwrap_or("");
+        let mut models = Vec::new();
+        for user in self.store.list_users().await? {
+            if !user.name.as_str().starts_with(name_filter) {
+                continue;
+            }
+            let model = self.user_with_servers(&user);
+            let servers = model["servers"].as_object().cloned().unwrap_or_default();
+            let ready = servers.values().any(|s| s["ready"] == true);
+            let pending = servers.values().any(|s| !s["pending"].is_null());
+            let keep = match state {
+                "ready" => ready,
+                "active" => ready || pending,
+                "inactive" => !ready && !pending,
+                _ => true,
+            };
+            if keep {
+                models.push(model);
+            }
+        }
+        let total = models.len();
+        let page: Vec<Value> = models.into_iter().skip(offset).take(limit).collect();
+        let paginated = request
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/jupyterhub-pagination+json"));
+        if !paginated {
+            return Ok(response::json(StatusCode::OK, &Value::Array(page)));
+        }
+        let next = (offset + limit < total).then(|| {
+            let mut params = url::form_urlencoded::Serializer::new(String::new());
+            if !state.is_empty() {
+                params.append_pair("state", state);
+            }
+            if !name_filter.is_empty() {
+                params.append_pair("name_filter", name_filter);
+            }
+            params.append_pair("offset", &(offset + limit).to_string());
+            params.append_pair("limit", &limit.to_string());
+            let host = request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("localhost");
+            json!({
+                "offset": offset + limit,
+                "limit": limit,
+                // The URL as the client reached us: the public origin when it asked by that
+                // host, else plain http (the servers' internal listener, loopback clients).
+                "url": format!("{}/hub/api/users?{}", self.origin_for_host(host), params.finish()),
+            })
+        });
+        Ok(response::json(
+            StatusCode::OK,
+            &json!({
+                "items": page,
+                "_pagination": {"offset": offset, "limit": limit, "total": total, "next": next},
+            }),
+        ))
+    }
+
+    /// `GET /hub/api/info` (admins): versions and what gantry runs with.
+    async fn info(&self, request: &Request<Incoming>) -> Result<Response<ResponseBody>, HubError> {
+        let caller = self.authenticated(request.headers()).await?;
+        if !caller.permits(Action::Admin) {
+            return Err(HubError::Forbidden);
+        }
+        let mut authenticators = Vec::new();
+        if self.config.local.enabled {
+            authenticators.push(json!({"class": "gantry.local", "signup": format!("{:?}", self.config.local.signup).to_lowercase()}));
+        }
+        for provider in &self.providers {
+            authenticators.push(json!({"class": "gantry.oidc", "id": provider.id, "issuer": provider.provider.issuer()}));
+        }
+        Ok(response::json(
+            StatusCode::OK,
+            &json!({
+                "version": super::JUPYTERHUB_API_VERSION,
+                "gantry_version": env!("CARGO_PKG_VERSION"),
+                "spawner": {"class": self.servers.as_ref().map(|s| format!("gantry.{}", s.backend()))},
+                "authenticator": authenticators,
+            }),
+        ))
+    }
+
+    async fn get_user(
+        &self,
+        request: &Request<Incoming>,
+        name: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let caller = self.authenticated(request.headers()).await?;
+        let user = self.target_user(&caller, name).await?;
+        Ok(response::json(
+            StatusCode::OK,
+            &self.user_with_servers(&user),
+        ))
+    }
+
+    /// The user model with the `server` and `servers` fields filled in.
+    pub(super) fn user_with_servers(&self, user: &User) -> Value {
+        let mut model = user_model(user);
+        let Some(servers) = &self.servers else {
+            return model;
+        };
+        let mut map = serde_json::Map::new();
+        for (key, phase, profile, started) in servers.of_user(user.name.as_str()) {
+            let url = format!("{}/", server_prefix(&key));
+            let (ready, pending) = match &phase {
+                Phase::Ready { .. } => (true, Value::Null),
+                Phase::Starting => (false, json!("spawn")),
+                Phase::Stopping => (false, json!("stop")),
+                Phase::Failed { .. } => (false, Value::Null),
+            };
+            if key.server.is_default() && ready {
+                model["server"] = json!(url);
+            }
+            if key.server.is_default() && !pending.is_null() {
+                model["pending"] = pending.clone();
+            }
+            let progress_url = if key.server.is_default() {
+                format!("/hub/api/users/{}/server/progress", user.name.as_str())
+            } else {
+                format!(
+                    "/hub/api/users/{}/servers/{}/progress",
+                    user.name.as_str(),
+                    key.server.as_str()
+                )
+            };
+            let mut server = json!({
+                "name": key.server.as_str(),
+                "ready": ready,
+                "pending": pending,
+                "stopped": false,
+                "url": url,
+                "progress_url": progress_url,
+                "started": iso(started),
+                "last_activity": iso(servers.last_activity(&key).unwrap_or(started)),
+                "user_options": {"profile": profile.as_str()},
+                "state": {},
+            });
+            if let Phase::Failed { message } = &phase {
+                server["failed"] = json!(message);
+            }
+            map.insert(key.server.as_str().to_owned(), server);
+        }
+        model["servers"] = Value::Object(map);
+        model
+    }
+
+    async fn start_server(
+        &self,
+        request: Request<Incoming>,
+        name: &str,
+        server: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let (parts, body) = request.into_parts();
+        let caller = self.authenticated_for_change(&parts).await?;
+        let user = self.target_user(&caller, name).await?;
+        let options: Value = read_json(&parts.headers, body).await?;
+        let profile = match options.get("profile") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(id.clone()),
+            Some(_) => {
+                return Err(HubError::BadRequest(
+                    "user_options.profile must be a profile id".into(),
+                ));
+            }
+        };
+        let identity = self.identity_of(&user).await?;
+        let server = ServerName::new(server).map_err(|e| HubError::BadRequest(e.to_string()))?;
+        match self
+            .start_for(&user, identity, server, profile.as_deref())
+            .await?
+            .map_err(server_error)?
+        {
+            StartOutcome::AlreadyRunning => Err(HubError::BadRequest(format!(
+                "{}'s server is already running",
+                user.name.as_str()
+            ))),
+            StartOutcome::Pending => Ok(response::json(StatusCode::ACCEPTED, &json!({}))),
+        }
+    }
+
+    async fn stop_server(
+        &self,
+        request: Request<Incoming>,
+        name: &str,
+        server: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let (parts, _body) = request.into_parts();
+        let caller = self.authenticated_for_change(&parts).await?;
+        let user = self.target_user(&caller, name).await?;
+        let server = ServerName::new(server).map_err(|_| HubError::NotFound)?;
+        let key = ServerKey {
+            user: user.name.as_str().to_owned(),
+            server,
+        };
+        self.stop_for(&user, &key).await?;
+        let mut response = Response::new(super::body(""));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
+    async fn server_progress(
+        &self,
+        request: &Request<Incoming>,
+        name: &str,
+        server: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let caller = self.authenticated(request.headers()).await?;
+        let user = self.target_user(&caller, name).await?;
+        let server = ServerName::new(server).map_err(|_| HubError::NotFound)?;
+        let key = ServerKey {
+            user: user.name.as_str().to_owned(),
+            server,
+        };
+        let body = self.servers()?.progress(&key).ok_or(HubError::NotFound)?;
+        let mut response = Response::new(body);
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-cache"),
+        );
+        headers.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
+        Ok(response)
+    }
+}
+
+impl Hub {
+    /// Starts `user`'s server: a fresh API token for it (its OAuth client secret too), the
+    /// JupyterHub environment stock images expect, then the start itself.
+    pub(super) async fn start_for(
+        &self,
+        user: &User,
+        identity: Identity,
+        server: ServerName,
+        profile: Option<&str>,
+    ) -> Result<Result<StartOutcome, ServerError>, HubError> {
+        let servers = self.servers()?;
+        let key = ServerKey {
+            user: user.name.as_str().to_owned(),
+            server: server.clone(),
+        };
+        let busy = matches!(
+            servers.state(&key),
+            Some((Phase::Ready { .. } | Phase::Starting | Phase::Stopping, ..))
+        );
+        if busy {
+            // No new token for a start that will not happen.
+            return Ok(servers.start(identity, server, profile, BTreeMap::new()));
+        }
+        let note = server_token_note(&key);
+        self.store.revoke_tokens_noted(user.id, &note).await?;
+        let new = NewToken {
+            scopes: Scopes::new([Scope::AccessServers(user.name.clone())]),
+            note,
+            expires: None,
+        };
+        let (token, _) = self
+            .store
+            .create_token(user.id, &new, Timestamp::now())
+            .await?;
+        let env = self.server_env(&key, token.expose());
+        self.oauth.register(&key);
+        Ok(servers.start(identity, server, profile, env))
+    }
+
+    /// Stops `user`'s server and ends its API token and OAuth client.
+    pub(super) async fn stop_for(&self, user: &User, key: &ServerKey) -> Result<(), HubError> {
+        self.servers()?.stop(key).await.map_err(server_error)?;
+        self.store
+            .revoke_tokens_noted(user.id, &server_token_note(key))
+            .await?;
+        self.oauth.unregister(key);
+        Ok(())
+    }
+
+    /// The environment of JupyterHub's spawner, for `jupyterhub-singleuser`.
+    fn server_env(&self, key: &ServerKey, token: &str) -> BTreeMap<String, String> {
+        let prefix = format!("{}/", server_prefix(key));
+        let api = self.servers_api_url.clone().unwrap_or_default();
+        let mut env = BTreeMap::new();
+        let mut set = |k: &str, v: String| {
+            env.insert(k.to_owned(), v);
+        };
+        set("JUPYTERHUB_API_TOKEN", token.to_owned());
+        set("JPY_API_TOKEN", token.to_owned());
+        set("JUPYTERHUB_CLIENT_ID", client_id(key));
+        set("JUPYTERHUB_API_URL", api.clone());
+        set(
+            "JUPYTERHUB_ACTIVITY_URL",
+            format!("{api}/users/{}/activity", key.user),
+        );
+        set(
+            "JUPYTERHUB_SERVICE_URL",
+            format!("http://0.0.0.0:8888{prefix}"),
+        );
+        set("JUPYTERHUB_SERVICE_PREFIX", prefix.clone());
+        set("JUPYTERHUB_OAUTH_CALLBACK_URL", redirect_uri(key));
+        set(
+            "JUPYTERHUB_OAUTH_ACCESS_SCOPES",
+            json!([
+                format!("access:servers!server={}/{}", key.user, key.server.as_str()),
+                format!("access:servers!user={}", key.user)
+            ])
+            .to_string(),
+        );
+        set("JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES", "[]".to_owned());
+        set("JUPYTERHUB_USER", key.user.clone());
+        set("JUPYTERHUB_SERVER_NAME", key.server.as_str().to_owned());
+        set("JUPYTERHUB_BASE_URL", "/".to_owned());
+        set(
+            "JUPYTERHUB_PUBLIC_URL",
+            format!("{}{prefix}", self.config.public_origin.as_str()),
+        );
+        set(
+            "JUPYTERHUB_PUBLIC_HUB_URL",
+            format!("{}/hub/", self.config.public_origin.as_str()),
+        );
+        env
+    }
+
+    /// `POST /hub/api/users/{name}/activity`: a server reports when it was last used.
+    async fn activity(
+        &self,
+        request: Request<Incoming>,
+        name: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let (parts, body) = request.into_parts();
+        let caller = self.authenticated_for_change(&parts).await?;
+        let owner =
+            UserName::parse(name, self.config.name_policy).map_err(|_| HubError::NotFound)?;
+        if !(caller.permits(Action::AccessServer(&owner)) || caller.permits(Action::ActAs(&owner)))
+        {
+            return Err(HubError::NotFound);
+        }
+        let report: ActivityReport = read_json(&parts.headers, body).await?;
+        let horizon = Timestamp::now() + SignedDuration::from_mins(59);
+        let servers = self.servers()?;
+        for (server, activity) in &report.servers {
+            let Some(text) = &activity.last_activity else {
+                continue;
+            };
+            let at: Timestamp = text.parse().map_err(|_| {
+                HubError::BadRequest(format!("last_activity {text:?} is not an ISO 8601 time"))
+            })?;
+            if at > horizon {
+                return Err(HubError::BadRequest(
+                    "last_activity is in the future".into(),
+                ));
+            }
+            let server =
+                ServerName::new(server).map_err(|e| HubError::BadRequest(e.to_string()))?;
+            let key = ServerKey {
+                user: owner.as_str().to_owned(),
+                server,
+            };
+            if !servers.record_activity(&key, at) {
+                return Err(HubError::BadRequest(format!(
+                    "no server {:?} of {}",
+                    key.server.as_str(),
+                    owner.as_str()
+                )));
+            }
+        }
+        Ok(response::json(StatusCode::OK, &json!({})))
+    }
+}
+
+/// The body of an activity report.
+#[derive(Debug, Deserialize)]
+struct ActivityReport {
+    #[serde(default)]
+    servers: std::collections::HashMap<String, ServerActivity>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ServerActivity {
+    /// ISO 8601, as JupyterHub writes it (`2026-01-01T00:00:00.000000Z`).
+    #[serde(default)]
+    last_activity: Option<String>,
+}
+
+impl Hub {
+    fn origin_for_host(&self, host: &str) -> String {
+        let public = self.config.public_origin.as_str();
+        let public_host = public.split_once("://").map_or(public, |(_, h)| h);
+        if public_host.eq_ignore_ascii_case(host) {
+            public.to_owned()
+        } else {
+            format!("http://{host}")
+        }
+    }
+}
+
+/// A server error as an HTTP error: the user's faults are 4xx.
+pub(super) fn server_error(error: ServerError) -> HubError {
+    match error {
+        ServerError::TooManySpawns => HubError::TooManyAttempts {
+            retry_after_secs: 10,
+        },
+        ServerError::Backend(source) => HubError::Internal(crate::errors::error_chain(&source)),
+        other => HubError::BadRequest(other.to_string()),
+    }
+}
+
+/// JupyterHub writes API token ids as `a<number>`.
+fn token_id(id: TokenId) -> String {
+    format!("a{}", id.get())
+}
+
+fn parse_token_id(text: &str) -> Result<TokenId, HubError> {
+    text.strip_prefix('a')
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n > 0)
+        .map(TokenId::new)
+        .ok_or(HubError::NotFound)
+}
+
+fn iso(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// JupyterHub's user model, as far as identity goes; servers arrive with the hub issue.
+fn user_model(user: &User) -> Value {
+    json!({
+        "kind": "user",
+        "name": user.name.as_str(),
+        "admin": user.admin,
+        "groups": [],
+        "roles": if user.admin { json!(["admin", "user"]) } else { json!(["user"]) },
+        "created": iso(user.created),
+        "last_activity": Value::Null,
+        "pending": Value::Null,
+        "server": Value::Null,
+        "servers": {},
+    })
+}
+
+/// JupyterHub's token model.
+fn token_model(token: &ApiToken, owner: &User) -> Value {
+    json!({
+        "id": token_id(token.id),
+        "kind": "api_token",
+        "user": owner.name.as_str(),
+        "roles": [],
+        "scopes": token.scopes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "note": token.note,
+        "prefix": token.prefix,
+        "created": iso(token.created),
+        "expires_at": token.expires.map(iso),
+        "last_activity": token.last_used.map(iso),
+        "oauth_client": Value::Null,
+        "session_id": Value::Null,
+    })
+}

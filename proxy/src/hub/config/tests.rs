@@ -1,0 +1,164 @@
+use super::*;
+
+fn problems(text: &str) -> Vec<String> {
+    match FileConfig::parse(text).unwrap().validate() {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.problems.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn an_empty_file_gives_the_embedded_defaults() {
+    let config = FileConfig::parse("").unwrap().validate().unwrap();
+    assert_eq!(config.hub.bind, SocketAddr::from(([127, 0, 0, 1], 8000)));
+    assert_eq!(config.public_origin.as_str(), "http://127.0.0.1:8000");
+    assert!(!config.https);
+    assert!(
+        config
+            .database_url
+            .starts_with("sqlite://gantry-data/gantry.sqlite")
+    );
+    assert!(config.local.enabled);
+    assert_eq!(config.local.signup, Signup::Closed);
+    assert!(config.name_policy.case_fold);
+    assert_eq!(config.session_lifetime, Duration::from_secs(14 * 86_400));
+}
+
+#[test]
+fn an_unspecified_bind_address_defaults_to_localhost() {
+    let config = FileConfig::parse("[hub]\nbind = \"0.0.0.0:9000\"\n")
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(config.public_origin.as_str(), "http://localhost:9000");
+}
+
+#[test]
+fn https_public_urls_turn_on_secure_cookies() {
+    let config = FileConfig::parse("[hub]\npublic_url = \"https://hub.example.org/\"\n")
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert!(config.https);
+    assert_eq!(config.public_origin.as_str(), "https://hub.example.org");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_name() {
+    for (text, key) in [
+        ("[hub]\nbnid = \"1.2.3.4:5\"\n", "bnid"),
+        ("[auth.local]\nsignups = \"open\"\n", "signups"),
+        ("[proxy]\ntimeout = 3\n", "timeout"),
+        ("[hubb]\n", "hubb"),
+    ] {
+        let error = FileConfig::parse(text).unwrap_err().to_string();
+        assert!(error.contains(key), "{text:?}: {error}");
+    }
+}
+
+#[test]
+fn wrong_types_and_values_are_refused() {
+    assert!(FileConfig::parse("[hub]\nsession_days = \"ten\"\n").is_err());
+    assert!(FileConfig::parse("[auth.local]\nsignup = \"sometimes\"\n").is_err());
+    assert!(FileConfig::parse("[hub]\nbind = \"nowhere\"\n").is_err());
+}
+
+#[test]
+fn every_problem_is_reported_with_key_and_fix() {
+    let found = problems(
+        "[hub]\npublic_url = \"ftp://x/y\"\nsession_days = 0\n\
+         [proxy]\nheader_timeout_secs = 0\ntrusted_downstream = [\"10.0.0.0/8\", \"not-an-ip\"]\ntls_cert = \"c.pem\"\n\
+         [auth.limits]\naccount_burst = 0\n",
+    );
+    for key in [
+        "hub.public_url:",
+        "hub.session_days:",
+        "proxy.header_timeout_secs:",
+        "proxy.trusted_downstream[1]:",
+        "proxy.tls_cert:",
+        "auth.limits.account_burst:",
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with(key) && p.contains("(fix: ")),
+            "{key} not in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), 6, "{found:#?}");
+}
+
+#[test]
+fn a_config_with_no_way_to_log_in_is_refused() {
+    let found = problems("[auth.local]\nenabled = false\n");
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("auth: no way to log in")),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn oidc_providers_are_checked_and_completed() {
+    let text = "[hub]\npublic_url = \"https://hub.example.org\"\n\
+                [auth.oidc.lab]\nissuer_url = \"https://id.example.org\"\nclient_id = \"gantry\"\n\
+                client_secret = \"s\"\nallowed_groups = [\"a\"]\nuid_claim = \"uid\"\n";
+    let config = FileConfig::parse(text).unwrap().validate().unwrap();
+    let lab = &config.oidc[0];
+    assert_eq!(lab.id, "lab");
+    assert_eq!(lab.display_name, "lab");
+    assert_eq!(
+        lab.config.redirect_url,
+        "https://hub.example.org/hub/oidc/lab/callback"
+    );
+    assert_eq!(lab.config.uid_claim.as_deref(), Some("uid"));
+    assert!(lab.config.name_policy.case_fold);
+
+    let found = problems(
+        "[auth.oidc.Bad_Id]\nissuer_url = \"https://id.example.org\"\nclient_id = \"x\"\n\
+         [auth.oidc.two]\nissuer_url = \"https://id.example.org\"\nclient_id = \"x\"\n\
+         client_secret = \"a\"\nclient_secret_file = \"/nonexistent\"\n\
+         [auth.oidc.three]\nissuer_url = \"https://id.example.org\"\nclient_id = \"x\"\n\
+         client_secret_file = \"/nonexistent/secret\"\n",
+    );
+    assert!(
+        found.iter().any(|p| p.starts_with("auth.oidc.Bad_Id:")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("auth.oidc.two.client_secret:")),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("auth.oidc.three.client_secret_file:")),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn client_secret_files_are_read_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, "t0p-secret\n").unwrap();
+    let text = format!(
+        "[auth.oidc.lab]\nissuer_url = \"https://id.example.org\"\nclient_id = \"x\"\nallow_all = true\n\
+         client_secret_file = \"{}\"\n",
+        path.display()
+    );
+    let config = FileConfig::parse(&text).unwrap().validate().unwrap();
+    assert_eq!(
+        config.oidc[0].config.client_secret.as_deref(),
+        Some("t0p-secret")
+    );
+}
+
+#[test]
+fn spawner_tables_pass_through() {
+    let config = FileConfig::parse("[docker]\ninstance = \"lab\"\n").unwrap();
+    assert_eq!(config.spawner.docker.instance, "lab");
+}

@@ -1,0 +1,91 @@
+//! The hub's Prometheus metrics, served with the proxy's at `/hub/metrics` to callers with
+//! `read:metrics` (or admins).
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntGauge, Opts, Registry, TextEncoder};
+
+/// The hub's metrics. Gauges that describe the present (servers running, users active) are
+/// set when the metrics are read, from the hub's own state.
+#[derive(Clone, Debug)]
+pub struct HubMetrics {
+    registry: Registry,
+    /// Seconds from a start's request to its server answering HTTP (successful starts).
+    pub spawn_duration: Histogram,
+    /// Starts that failed.
+    pub spawn_failures: prometheus::IntCounter,
+    /// Servers answering now.
+    pub servers_running: IntGauge,
+    /// Servers starting now.
+    pub servers_starting: IntGauge,
+    /// Users with at least one server answering now.
+    pub users_active: IntGauge,
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HubMetrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let spawn_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "gantry_spawn_duration_seconds",
+                "Time from a start's request to its server answering HTTP.",
+            )
+            .buckets(vec![
+                0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
+        )
+        .expect("static metric definition");
+        let spawn_failures = prometheus::IntCounter::with_opts(Opts::new(
+            "gantry_spawn_failures_total",
+            "Starts that failed.",
+        ))
+        .expect("static metric definition");
+        let servers_running = IntGauge::with_opts(Opts::new(
+            "gantry_servers_running",
+            "Notebook servers answering now.",
+        ))
+        .expect("static metric definition");
+        let servers_starting = IntGauge::with_opts(Opts::new(
+            "gantry_servers_starting",
+            "Notebook servers being started now.",
+        ))
+        .expect("static metric definition");
+        let users_active = IntGauge::with_opts(Opts::new(
+            "gantry_users_active",
+            "Users with at least one server answering now.",
+        ))
+        .expect("static metric definition");
+        for metric in [
+            Box::new(spawn_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(spawn_failures.clone()),
+            Box::new(servers_running.clone()),
+            Box::new(servers_starting.clone()),
+            Box::new(users_active.clone()),
+        ] {
+            registry
+                .register(metric)
+                .expect("each metric is registered once");
+        }
+        Self {
+            registry,
+            spawn_duration,
+            spawn_failures,
+            servers_running,
+            servers_starting,
+            users_active,
+        }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding gathered metrics into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}

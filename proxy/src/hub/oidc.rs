@@ -1,0 +1,204 @@
+//! OpenID Connect login over HTTP: the redirect to the provider and the callback.
+//!
+//! A login in flight is kept here, in memory, keyed by its `state`, together with a hash of
+//! the random value in the browser's OpenID cookie: the callback must come back to the same
+//! browser that started the login (a login CSRF defence on top of `state`), and the PKCE
+//! verifier and nonce never leave the server. Logins in flight do not survive a restart;
+//! the user starts again. At most [`MAX_PENDING`] are kept, each for
+//! [`cookies::FLOW_MAX_AGE_SECS`].
+
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use gantry_auth::store::NewUser;
+use gantry_auth::{
+    CallbackParams, OidcError, PendingLogin, SafeRedirect, Secret, SecretHash, UnixIds, safe_next,
+};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use jiff::Timestamp;
+use subtle::ConstantTimeEq;
+
+use super::request::Form;
+use super::response::{self, HubError};
+use super::{Hub, cookies};
+use crate::errors::ResponseBody;
+
+/// Most logins in flight kept at once; past it the oldest are dropped.
+const MAX_PENDING: usize = 10_000;
+
+/// One login in flight.
+#[derive(Debug)]
+struct Pending {
+    provider: String,
+    login: PendingLogin,
+    next: SafeRedirect,
+    browser: SecretHash,
+    started: Instant,
+}
+
+/// The logins in flight, by `state`.
+#[derive(Debug, Default)]
+pub(super) struct PendingLogins(DashMap<String, Pending>);
+
+impl PendingLogins {
+    fn lifetime() -> Duration {
+        Duration::from_secs(cookies::FLOW_MAX_AGE_SECS.unsigned_abs())
+    }
+
+    /// Drops expired logins, then the oldest while over [`MAX_PENDING`].
+    pub(super) fn prune(&self, now: Instant) {
+        self.0
+            .retain(|_, p| now.duration_since(p.started) < Self::lifetime());
+        while self.0.len() >= MAX_PENDING {
+            let oldest = self
+                .0
+                .iter()
+                .min_by_key(|entry| entry.started)
+                .map(|entry| entry.key().clone());
+            match oldest {
+                Some(state) => {
+                    self.0.remove(&state);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn insert(&self, pending: Pending) {
+        self.prune(Instant::now());
+        self.0.insert(pending.login.state().to_owned(), pending);
+    }
+
+    /// Takes the login for `state` (one use only) if it is live and was started by the
+    /// browser holding `browser`.
+    fn take(&self, state: &str, browser: Option<&str>) -> Option<Pending> {
+        let (_, pending) = self.0.remove(state)?;
+        let fresh = pending.started.elapsed() < Self::lifetime();
+        let same_browser = browser.is_some_and(|value| {
+            bool::from(
+                SecretHash::of(value)
+                    .as_str()
+                    .as_bytes()
+                    .ct_eq(pending.browser.as_str().as_bytes()),
+            )
+        });
+        (fresh && same_browser).then_some(pending)
+    }
+}
+
+impl Hub {
+    /// `GET /hub/oidc/<id>/login`: sends the browser to the provider.
+    pub(super) fn oidc_begin(
+        &self,
+        request: &Request<Incoming>,
+        id: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let provider = self
+            .providers
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or(HubError::NotFound)?;
+        let next = safe_next(
+            Form::query(request.uri()).get("next").unwrap_or(""),
+            &self.home,
+        );
+        let (url, login) = provider.provider.begin_login()?;
+        // One browser value per login, so parallel logins in two tabs do not trip each other.
+        let browser = Secret::generate().map_err(|e| HubError::Internal(e.to_string()))?;
+        self.pending.insert(Pending {
+            provider: provider.id.clone(),
+            login,
+            next,
+            browser: browser.hash(),
+            started: Instant::now(),
+        });
+        let set = self.cookies.set(
+            cookies::OIDC,
+            browser.expose(),
+            Some(cookies::FLOW_MAX_AGE_SECS),
+        );
+        Ok(Self::with_cookies(response::redirect(url.as_str()), &[set]))
+    }
+
+    /// `GET /hub/oidc/<id>/callback`: finishes the login, maps the identity to an account
+    /// and starts a session. Every failure is a 4xx (or 502 for the provider's faults) and
+    /// starts no session.
+    pub(super) async fn oidc_callback(
+        &self,
+        request: &Request<Incoming>,
+        id: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let provider = self
+            .providers
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or(HubError::NotFound)?;
+        let params = CallbackParams::from_query(request.uri().query().unwrap_or(""))?;
+        let browser = self.cookies.get(request.headers(), cookies::OIDC);
+        let pending = params
+            .state
+            .as_deref()
+            .and_then(|state| self.pending.take(state, browser.as_deref()))
+            .filter(|p| p.provider == provider.id);
+        let Some(pending) = pending else {
+            // No login in flight for this state from this browser: an unknown or replayed
+            // state, another browser's callback, or one that expired. Without the pending
+            // login there is no PKCE verifier or nonce to finish with.
+            return Err(HubError::Oidc(OidcError::StateMismatch));
+        };
+        let identity = provider
+            .provider
+            .finish_login(&pending.login, &params)
+            .await?;
+        let now = Timestamp::now();
+        let user = match self.store.user_by_name(&identity.username).await? {
+            Some(user) => user,
+            None => {
+                let new = NewUser {
+                    name: identity.username.clone(),
+                    password_hash: None,
+                    admin: identity.admin,
+                    approved: true,
+                };
+                match self.store.create_user(&new, now).await {
+                    Ok(user) => user,
+                    // Created by a parallel login a moment ago.
+                    Err(gantry_auth::StoreError::UserExists { .. }) => self
+                        .store
+                        .user_by_name(&identity.username)
+                        .await?
+                        .ok_or_else(|| HubError::Internal("user vanished during login".into()))?,
+                    Err(other) => return Err(other.into()),
+                }
+            }
+        };
+        if !user.approved {
+            return Err(HubError::Forbidden);
+        }
+        // The provider's groups are the truth about admin rights on every login.
+        if user.admin != identity.admin {
+            self.store.set_admin(user.id, identity.admin).await?;
+        }
+        if identity.uid.is_some() || identity.gid.is_some() {
+            let ids = UnixIds {
+                uid: identity.uid,
+                gid: identity.gid,
+            };
+            self.store.set_unix_ids(user.id, ids).await?;
+        }
+        let user = self
+            .store
+            .user(user.id)
+            .await?
+            .ok_or_else(|| HubError::Internal("user vanished during login".into()))?;
+        tracing::info!(user = %user.name.as_str(), provider = %provider.id, "OpenID Connect login");
+        let max_age = i64::try_from(self.config.session_lifetime.as_secs()).unwrap_or(i64::MAX);
+        let cookies = vec![
+            self.cookies.clear(cookies::OIDC),
+            self.cookies.set(cookies::IDP, &provider.id, Some(max_age)),
+        ];
+        self.start_session(request.headers(), &user, pending.next.as_str(), cookies)
+            .await
+    }
+}

@@ -1,0 +1,155 @@
+//! Building hub responses, and the one place hub errors become responses.
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+
+use super::body;
+use super::pages;
+use crate::errors::ResponseBody;
+
+/// Why the hub refused or failed a request. Client faults carry what the client may be told;
+/// internal failures carry their cause for the log only.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HubError {
+    /// 400, with a message for the client.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 403 without a credential, or with one that is not valid (JupyterHub answers 403 here).
+    #[error("not authenticated")]
+    Unauthenticated,
+    /// 403: authenticated, but not allowed.
+    #[error("forbidden")]
+    Forbidden,
+    /// 403 from the CSRF check.
+    #[error("CSRF check failed: {0}")]
+    Csrf(#[source] gantry_auth::CsrfRejection),
+    /// 404.
+    #[error("not found")]
+    NotFound,
+    /// 413.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// 415, saying what to send.
+    #[error("unsupported media type")]
+    UnsupportedMediaType(&'static str),
+    /// 429 with `Retry-After`.
+    #[error("too many login attempts")]
+    TooManyAttempts {
+        /// Seconds until the next attempt may succeed.
+        retry_after_secs: u64,
+    },
+    /// A failed OpenID Connect login; client faults are 400, the provider's are 502.
+    #[error(transparent)]
+    Oidc(#[from] gantry_auth::OidcError),
+    /// The store failed: 500.
+    #[error(transparent)]
+    Store(#[from] gantry_auth::StoreError),
+    /// Something else failed inside the hub: 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl HubError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated | Self::Forbidden | Self::Csrf(_) => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Oidc(error) => error.status(),
+            Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// What the client is told. Internal causes stay in the log.
+    fn public_message(&self) -> String {
+        match self {
+            Self::BadRequest(message) => message.clone(),
+            Self::Unauthenticated => "Missing or invalid credentials: log in, or send a valid API token.".to_owned(),
+            Self::Forbidden => "You are not allowed to do this.".to_owned(),
+            Self::Csrf(_) => "The request failed the cross-site request forgery check: reload the page and try again.".to_owned(),
+            Self::NotFound => "Not found.".to_owned(),
+            Self::PayloadTooLarge => "The request body is too large.".to_owned(),
+            Self::UnsupportedMediaType(fix) => format!("Unsupported media type: {fix}."),
+            Self::TooManyAttempts { retry_after_secs } => {
+                format!("Too many login attempts; try again in {retry_after_secs} seconds.")
+            }
+            Self::Oidc(error) if error.is_client_error() => {
+                "The login could not be completed; start again from the login page.".to_owned()
+            }
+            Self::Oidc(_) => "The identity provider could not be reached or answered wrongly; try again later.".to_owned(),
+            Self::Store(_) | Self::Internal(_) => "Internal error; the administrator can find the cause in gantry's log.".to_owned(),
+        }
+    }
+
+    /// The response for this error, JSON (JupyterHub's `{"status", "message"}`) or a page.
+    pub(super) fn into_response(self, json: bool) -> Response<ResponseBody> {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %crate::errors::error_chain(&self), "hub request failed");
+        } else {
+            tracing::info!(%status, reason = %crate::errors::error_chain(&self), "hub request refused");
+        }
+        let message = self.public_message();
+        let mut response = if json {
+            self::json(
+                status,
+                &serde_json::json!({"status": status.as_u16(), "message": message}),
+            )
+        } else {
+            html(status, pages::error_page(status, &message))
+        };
+        if let Self::TooManyAttempts { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+/// A JSON response.
+pub(super) fn json(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody> {
+    let mut response = Response::new(body(value.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// An HTML page. Pages are never cached and never framed.
+pub(super) fn html(status: StatusCode, page: String) -> Response<ResponseBody> {
+    let mut response = Response::new(body(page));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self' https: http:",
+        ),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    response
+}
+
+/// A 303 redirect to `location` (a safe path or a provider URL the hub built).
+pub(super) fn redirect(location: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(body(""));
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

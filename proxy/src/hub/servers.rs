@@ -1,0 +1,669 @@
+//! Notebook servers as the hub sees them: start, stop, progress, and the routes to them.
+//!
+//! The backend ([`Spawner`]) is the truth about what runs, found by container labels; this
+//! module keeps what the pages need while a start is under way (its progress events) and
+//! the route table in step with the backend: a route is added when a server answers HTTP and
+//! removed when it stops. At startup [`Servers::adopt`] lists the backend and routes every
+//! running server, so a gantry restart leaves notebooks running and reachable.
+//!
+//! Starts run as tasks of their own: the request that asked for one returns at once (202) and
+//! the page follows the progress over Server-Sent Events. At most `max_concurrent_spawns` run
+//! at once; past that a start is answered 429 with `Retry-After`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use gantry_spawner::spawner::progress_channel;
+use gantry_spawner::{
+    Identity, Profile, ProfileId, ProgressEvent, ServerKey, ServerName, ServerStatus, SpawnError,
+    SpawnRequest, Spawner,
+};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, watch};
+
+use crate::errors::ResponseBody;
+use crate::routes::{Route, RouteChange, RoutePrefix, RouteTable, Target};
+
+/// Where a server is in its life, as the hub knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Being pulled, created, started or waited for.
+    Starting,
+    /// Answering HTTP at `url`, routed.
+    Ready {
+        /// The backend address the route points at.
+        url: String,
+    },
+    /// The last start failed.
+    Failed {
+        /// What went wrong, for the user.
+        message: String,
+    },
+    /// Being stopped.
+    Stopping,
+}
+
+/// One server the hub knows of.
+#[derive(Debug)]
+struct Entry {
+    profile: ProfileId,
+    started: Timestamp,
+    phase: Mutex<Phase>,
+    /// The newest activity reported by the server or seen by the proxy.
+    last_activity: Mutex<Timestamp>,
+    /// Every progress event of the current start, for pages that subscribe late.
+    events: Mutex<Vec<Value>>,
+    /// Bumped on every new event or phase change, for subscribers to wake on.
+    version: watch::Sender<u64>,
+}
+
+impl Entry {
+    fn new(profile: ProfileId) -> Self {
+        Self {
+            profile,
+            started: Timestamp::now(),
+            phase: Mutex::new(Phase::Starting),
+            last_activity: Mutex::new(Timestamp::now()),
+            events: Mutex::new(Vec::new()),
+            version: watch::channel(0).0,
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        self.phase
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = phase;
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn push(&self, event: Value) {
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event);
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn events_from(&self, index: usize) -> Vec<Value> {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        events
+            .get(index..)
+            .map(<[Value]>::to_vec)
+            .unwrap_or_default()
+    }
+}
+
+/// Why the hub could not start or stop a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No such profile, or the user may not use it.
+    #[error("profile {0:?} does not exist or is not available to you")]
+    NoProfile(String),
+    /// No profiles are configured at all.
+    #[error("no profiles are configured: add a [profiles.<id>] table to gantry.toml")]
+    NoProfiles,
+    /// The server is being started or stopped already.
+    #[error("the server is busy ({0}); wait for it to finish")]
+    Busy(&'static str),
+    /// Too many starts at once.
+    #[error("too many servers are starting; try again shortly")]
+    TooManySpawns,
+    /// The server name is not valid.
+    #[error("invalid server name: {0}")]
+    BadName(String),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] SpawnError),
+}
+
+/// What happened when a start was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    /// It already answers.
+    AlreadyRunning,
+    /// A start is under way (this call began it, or an earlier one did).
+    Pending,
+}
+
+/// The hub's view of every server, and the backend it starts them on.
+pub struct Servers {
+    spawner: Arc<dyn Spawner>,
+    profiles: BTreeMap<ProfileId, Profile>,
+    entries: DashMap<ServerKey, Arc<Entry>>,
+    routes: Arc<RouteTable>,
+    spawns: Arc<Semaphore>,
+    /// Environment given to every server (the hub's URLs).
+    base_env: BTreeMap<String, String>,
+    /// Spawn durations and failures.
+    metrics: super::metrics::HubMetrics,
+}
+
+impl std::fmt::Debug for Servers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Servers")
+            .field("backend", &self.spawner.backend())
+            .field("profiles", &self.profiles.keys().collect::<Vec<_>>())
+            .field("servers", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The route prefix of a server: `/user/NAME` for the default server, `/user/NAME/SERVER`
+/// for a named one, as JupyterHub lays them out.
+pub fn server_prefix(key: &ServerKey) -> String {
+    if key.server.is_default() {
+        format!("/user/{}", key.user)
+    } else {
+        format!("/user/{}/{}", key.user, key.server.as_str())
+    }
+}
+
+impl Servers {
+    /// The servers over `spawner`, starting from nothing; call [`Servers::adopt`] next.
+    pub fn new(
+        spawner: Arc<dyn Spawner>,
+        profiles: BTreeMap<ProfileId, Profile>,
+        routes: Arc<RouteTable>,
+        max_concurrent_spawns: usize,
+        base_env: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            spawner,
+            profiles,
+            entries: DashMap::new(),
+            routes,
+            spawns: Arc::new(Semaphore::new(max_concurrent_spawns.max(1))),
+            base_env,
+            metrics: super::metrics::HubMetrics::new(),
+        }
+    }
+
+    /// The hub's metrics, with the present-tense gauges set from the servers now.
+    pub fn metrics(&self) -> &super::metrics::HubMetrics {
+        let (mut running, mut starting) = (0_i64, 0_i64);
+        let mut active = std::collections::BTreeSet::new();
+        for entry in &self.entries {
+            match entry.phase() {
+                Phase::Ready { .. } => {
+                    running += 1;
+                    active.insert(entry.key().user.clone());
+                }
+                Phase::Starting => starting += 1,
+                Phase::Failed { .. } | Phase::Stopping => {}
+            }
+        }
+        self.metrics.servers_running.set(running);
+        self.metrics.servers_starting.set(starting);
+        self.metrics
+            .users_active
+            .set(i64::try_from(active.len()).unwrap_or(i64::MAX));
+        &self.metrics
+    }
+
+    /// Lists the backend and routes every running server: what a gantry restart finds. Does
+    /// not stop or remove anything. Returns how many servers were adopted.
+    ///
+    /// # Errors
+    ///
+    /// The backend's listing failed.
+    pub async fn adopt(&self) -> Result<usize, SpawnError> {
+        let mut adopted = 0;
+        for record in self.spawner.list().await? {
+            if let ServerStatus::Running { url } = &record.status {
+                let entry = Arc::new(Entry::new(record.profile.clone()));
+                if self.route(&record.key, url) {
+                    entry.set_phase(Phase::Ready { url: url.clone() });
+                    self.entries.insert(record.key.clone(), entry);
+                    adopted += 1;
+                }
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// The profiles `identity` may start, in id order.
+    pub fn profiles_for<'a>(
+        &'a self,
+        identity: &'a Identity,
+    ) -> impl Iterator<Item = &'a Profile> + 'a {
+        self.profiles
+            .values()
+            .filter(move |p| p.is_allowed_for(identity))
+    }
+
+    /// The phase and profile of a server the hub knows of.
+    pub fn state(&self, key: &ServerKey) -> Option<(Phase, ProfileId, Timestamp)> {
+        self.entries
+            .get(key)
+            .map(|e| (e.phase(), e.profile.clone(), e.started))
+    }
+
+    /// The backend's name: `docker`, `mesos`.
+    pub fn backend(&self) -> &'static str {
+        self.spawner.backend()
+    }
+
+    /// Every server the hub knows of.
+    pub fn keys(&self) -> Vec<ServerKey> {
+        self.entries.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Records activity a server reported (or the proxy saw) at `at`; older reports than
+    /// the one kept change nothing. `false` when the hub knows no such server.
+    pub fn record_activity(&self, key: &ServerKey, at: Timestamp) -> bool {
+        match self.entries.get(key) {
+            Some(entry) => {
+                let mut last = entry
+                    .last_activity
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if at > *last {
+                    *last = at;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The last activity of a server: the newer of what it reported and the proxy's last
+    /// traffic on its route.
+    pub fn last_activity(&self, key: &ServerKey) -> Option<Timestamp> {
+        let reported = *self
+            .entries
+            .get(key)?
+            .last_activity
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Some(self.with_route_activity(key, reported))
+    }
+
+    /// `reported`, or the proxy's last traffic on `key`'s route when that is newer.
+    fn with_route_activity(&self, key: &ServerKey, reported: Timestamp) -> Timestamp {
+        let routed = RoutePrefix::parse(&server_prefix(key), false)
+            .ok()
+            .and_then(|prefix| self.routes.get(&prefix))
+            .and_then(|route| Timestamp::from_millisecond(route.last_activity_millis()).ok());
+        routed.map_or(reported, |r| r.max(reported))
+    }
+
+    /// The running servers that should stop now: idle past their profile's `idle_timeout`
+    /// (the newest of the proxy's traffic on the route and the server's own activity reports),
+    /// or older than its `max_age`. Each with why, for the log.
+    pub fn to_cull(&self, now: Timestamp) -> Vec<(ServerKey, String)> {
+        let mut found = Vec::new();
+        for entry in &self.entries {
+            if !matches!(entry.phase(), Phase::Ready { .. }) {
+                continue;
+            }
+            let Some(profile) = self.profiles.get(&entry.profile) else {
+                continue;
+            };
+            let age = now.duration_since(entry.started);
+            if let Some(max_age) = profile.max_age
+                && age
+                    >= jiff::SignedDuration::try_from(max_age).unwrap_or(jiff::SignedDuration::MAX)
+            {
+                found.push((
+                    entry.key().clone(),
+                    format!("older than its profile's max_age ({max_age:?})"),
+                ));
+                continue;
+            }
+            let Some(idle_timeout) = profile.idle_timeout else {
+                continue;
+            };
+            let reported = *entry
+                .last_activity
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // The entry's own lock only: asking the map again from inside its iteration could
+            // wait on a writer queued behind this shard's read lock.
+            let last = self.with_route_activity(entry.key(), reported);
+            let idle = now.duration_since(last);
+            if idle
+                >= jiff::SignedDuration::try_from(idle_timeout).unwrap_or(jiff::SignedDuration::MAX)
+            {
+                found.push((
+                    entry.key().clone(),
+                    format!("idle past its profile's idle_timeout ({idle_timeout:?})"),
+                ));
+            }
+        }
+        found
+    }
+
+    /// Every server of `user` the hub knows of, by server name.
+    pub fn of_user(&self, user: &str) -> Vec<(ServerKey, Phase, ProfileId, Timestamp)> {
+        let mut servers: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|e| e.key().user == user)
+            .map(|e| (e.key().clone(), e.phase(), e.profile.clone(), e.started))
+            .collect();
+        servers.sort_by(|a, b| a.0.cmp(&b.0));
+        servers
+    }
+
+    fn route(&self, key: &ServerKey, url: &str) -> bool {
+        let prefix = match RoutePrefix::parse(&server_prefix(key), false) {
+            Ok(prefix) => prefix,
+            Err(error) => {
+                tracing::error!(user = %key.user, %error, "cannot make a route for the server");
+                return false;
+            }
+        };
+        match Target::parse(url) {
+            Ok(target) => {
+                self.routes
+                    .apply(RouteChange::Upsert(Route::new(prefix, target, None)));
+                true
+            }
+            Err(error) => {
+                tracing::error!(user = %key.user, %url, %error, "the backend reported an unusable address");
+                false
+            }
+        }
+    }
+
+    fn unroute(&self, key: &ServerKey) {
+        if let Ok(prefix) = RoutePrefix::parse(&server_prefix(key), false) {
+            self.routes.apply(RouteChange::Remove(prefix));
+        }
+    }
+
+    /// Starts `identity`'s server `server` with `profile` (the only profile when `None`).
+    /// Returns at once; the start runs as a task and reports through [`Servers::progress`].
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError`] when the profile is unknown or not allowed, the server is stopping,
+    /// or too many starts run already.
+    pub fn start(
+        self: &Arc<Self>,
+        identity: Identity,
+        server: ServerName,
+        profile: Option<&str>,
+        extra_env: BTreeMap<String, String>,
+    ) -> Result<StartOutcome, ServerError> {
+        let profile = self.choose_profile(&identity, profile)?.clone();
+        let key = ServerKey {
+            user: identity.user.clone(),
+            server: server.clone(),
+        };
+        if let Some(entry) = self.entries.get(&key) {
+            match entry.phase() {
+                Phase::Ready { .. } => return Ok(StartOutcome::AlreadyRunning),
+                Phase::Starting => return Ok(StartOutcome::Pending),
+                Phase::Stopping => return Err(ServerError::Busy("stopping")),
+                Phase::Failed { .. } => {}
+            }
+        }
+        let permit = Arc::clone(&self.spawns)
+            .try_acquire_owned()
+            .map_err(|_| ServerError::TooManySpawns)?;
+        let entry = Arc::new(Entry::new(profile.id.clone()));
+        // Only one start per server: a racing request finds this entry and waits on it.
+        match self.entries.entry(key.clone()) {
+            dashmap::Entry::Occupied(mut occupied) => {
+                if !matches!(occupied.get().phase(), Phase::Failed { .. }) {
+                    return Ok(StartOutcome::Pending);
+                }
+                occupied.insert(Arc::clone(&entry));
+            }
+            dashmap::Entry::Vacant(vacant) => {
+                vacant.insert(Arc::clone(&entry));
+            }
+        }
+        let mut env = self.base_env.clone();
+        env.extend(extra_env);
+        let prefix = format!("{}/", server_prefix(&key));
+        env.insert("JUPYTERHUB_USER".into(), key.user.clone());
+        env.insert(
+            "JUPYTERHUB_SERVER_NAME".into(),
+            key.server.as_str().to_owned(),
+        );
+        env.insert("JUPYTERHUB_SERVICE_PREFIX".into(), prefix.clone());
+        env.insert("JUPYTERHUB_BASE_URL".into(), "/".into());
+        let request = SpawnRequest {
+            identity,
+            server,
+            profile: profile.clone(),
+            env,
+        };
+        let servers = Arc::clone(self);
+        tokio::spawn(async move {
+            let _permit = permit;
+            servers.run_start(key, request, entry, prefix).await;
+        });
+        Ok(StartOutcome::Pending)
+    }
+
+    fn choose_profile<'a>(
+        &'a self,
+        identity: &'a Identity,
+        wanted: Option<&str>,
+    ) -> Result<&'a Profile, ServerError> {
+        let mut allowed = self.profiles_for(identity);
+        match wanted {
+            Some(id) => allowed
+                .find(|p| p.id.as_str() == id)
+                .ok_or_else(|| ServerError::NoProfile(id.to_owned())),
+            None => {
+                let first = allowed.next().ok_or(if self.profiles.is_empty() {
+                    ServerError::NoProfiles
+                } else {
+                    ServerError::NoProfile(String::new())
+                })?;
+                Ok(first)
+            }
+        }
+    }
+
+    async fn run_start(
+        &self,
+        key: ServerKey,
+        request: SpawnRequest,
+        entry: Arc<Entry>,
+        prefix: String,
+    ) {
+        let (tx, mut rx) = progress_channel(64);
+        let relay_entry = Arc::clone(&entry);
+        let relay = tokio::spawn(async move {
+            while let Some(event) = rx.next().await {
+                relay_entry.push(event_json(&event));
+            }
+        });
+        let started = std::time::Instant::now();
+        let result = self.spawner.start(&request, tx).await;
+        // The sender is gone with the start: the relay drains what is left and ends.
+        let _ = relay.await;
+        match result {
+            Ok(record) => match record.status {
+                ServerStatus::Running { url } if self.route(&key, &url) => {
+                    tracing::info!(user = %key.user, server = %key.server.as_str(), %url, secs = started.elapsed().as_secs_f64(), "server ready");
+                    entry.push(json!({
+                        "progress": 100, "ready": true, "url": prefix,
+                        "message": format!("Server ready at {prefix}"),
+                    }));
+                    self.metrics
+                        .spawn_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    entry.set_phase(Phase::Ready { url });
+                }
+                other => {
+                    let message =
+                        format!("the backend reported the server as {other:?} after starting it");
+                    tracing::error!(user = %key.user, %message);
+                    entry.push(json!({"progress": 100, "failed": true, "message": message}));
+                    self.metrics.spawn_failures.inc();
+                    entry.set_phase(Phase::Failed { message });
+                }
+            },
+            Err(error) => {
+                let message = crate::errors::error_chain(&error);
+                tracing::warn!(user = %key.user, server = %key.server.as_str(), error = %message, "server start failed");
+                let mut event = json!({"progress": 100, "failed": true, "message": format!("Spawn failed: {message}")});
+                if let SpawnError::Exited {
+                    exit_code,
+                    last_log_lines,
+                    ..
+                } = &error
+                {
+                    event["exit_code"] = json!(exit_code);
+                    event["last_log_lines"] = json!(last_log_lines);
+                }
+                entry.push(event);
+                self.metrics.spawn_failures.inc();
+                entry.set_phase(Phase::Failed { message });
+            }
+        }
+    }
+
+    /// Stops a server and removes its route. Stopping a server that is not running succeeds.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Busy`] while it is starting; the backend's error.
+    pub async fn stop(&self, key: &ServerKey) -> Result<(), ServerError> {
+        let entry = self.entries.get(key).map(|e| Arc::clone(e.value()));
+        if let Some(entry) = &entry {
+            if entry.phase() == Phase::Starting {
+                return Err(ServerError::Busy("starting"));
+            }
+            entry.set_phase(Phase::Stopping);
+        }
+        self.unroute(key);
+        let result = self.spawner.stop(key).await;
+        match &result {
+            Ok(()) => {
+                self.entries.remove(key);
+                tracing::info!(user = %key.user, server = %key.server.as_str(), "server stopped");
+            }
+            Err(error) => {
+                if let Some(entry) = entry {
+                    entry.set_phase(Phase::Failed {
+                        message: format!("stopping failed: {}", crate::errors::error_chain(error)),
+                    });
+                }
+            }
+        }
+        result.map_err(ServerError::from)
+    }
+
+    /// The progress of `key`'s current start as a Server-Sent Events body in JupyterHub's
+    /// shape (`data: {"progress": …, "message": …}`), ending after the `ready` or `failed`
+    /// event. `None` when the hub knows no such server.
+    pub fn progress(&self, key: &ServerKey) -> Option<ResponseBody> {
+        let entry = Arc::clone(self.entries.get(key)?.value());
+        let state = (entry, 0_usize, false);
+        let stream = futures_util::stream::unfold(state, |(entry, index, done)| async move {
+            if done {
+                return None;
+            }
+            let mut version = entry.version.subscribe();
+            loop {
+                let events = entry.events_from(index);
+                if !events.is_empty() {
+                    let finished = events
+                        .iter()
+                        .any(|e| e["ready"] == true || e["failed"] == true);
+                    let mut text = String::new();
+                    for event in &events {
+                        text.push_str("data: ");
+                        text.push_str(&event.to_string());
+                        text.push_str("\n\n");
+                    }
+                    let next = index + events.len();
+                    return Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from(text))),
+                        (entry, next, finished),
+                    ));
+                }
+                match entry.phase() {
+                    // A server adopted after a restart has no events: say where it stands.
+                    Phase::Ready { .. } if index == 0 => {
+                        let text = "data: {\"progress\": 100, \"ready\": true, \"message\": \"Server ready\"}\n\n";
+                        return Some((Ok(Frame::data(Bytes::from(text))), (entry, 1, true)));
+                    }
+                    Phase::Ready { .. } | Phase::Failed { .. } => return None,
+                    Phase::Starting | Phase::Stopping => {}
+                }
+                if version.changed().await.is_err() {
+                    return None;
+                }
+            }
+        });
+        Some(http_body_util::Either::Right(
+            StreamBody::new(stream).boxed_unsync(),
+        ))
+    }
+}
+
+/// A progress event in JupyterHub's progress-stream shape.
+fn event_json(event: &ProgressEvent) -> Value {
+    match event {
+        ProgressEvent::Pulling {
+            image,
+            layer,
+            done_bytes,
+            total_bytes,
+        } => {
+            let percent = event.percent();
+            let summary = event.pull_summary().unwrap_or_else(|| "pulling".to_owned());
+            let mut value = json!({
+                "progress": 10 + u32::from(percent.unwrap_or(0)) / 2,
+                "message": format!("{image}: {summary}"),
+                "phase": "pulling",
+                "done_bytes": done_bytes,
+                "total_bytes": total_bytes,
+            });
+            if let Some(layer) = layer {
+                value["layer"] = json!({
+                    "id": layer.id,
+                    "phase": format!("{:?}", layer.phase).to_lowercase(),
+                    "current_bytes": layer.current_bytes,
+                    "total_bytes": layer.total_bytes,
+                });
+            }
+            value
+        }
+        ProgressEvent::WaitingForPlacement => json!({
+            "progress": 20, "message": "Waiting for a host that fits the profile", "phase": "placing",
+        }),
+        ProgressEvent::Placed { host } => json!({
+            "progress": 60, "message": format!("Launching on {host}"), "phase": "placed", "host": host,
+        }),
+        ProgressEvent::Creating => {
+            json!({"progress": 65, "message": "Creating the container", "phase": "creating"})
+        }
+        ProgressEvent::Starting => {
+            json!({"progress": 75, "message": "Starting the container", "phase": "starting"})
+        }
+        ProgressEvent::WaitingForHttp { .. } => {
+            json!({"progress": 85, "message": "Waiting for the server to answer", "phase": "waiting"})
+        }
+        ProgressEvent::Ready { .. } => {
+            json!({"progress": 95, "message": "The server answers", "phase": "answering"})
+        }
+        ProgressEvent::Failed {
+            exit_code,
+            message,
+            last_log_lines,
+        } => json!({
+            "progress": 95, "message": message, "phase": "failing",
+            "exit_code": exit_code, "last_log_lines": last_log_lines,
+        }),
+    }
+}
