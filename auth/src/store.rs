@@ -20,6 +20,7 @@
 //! ([`ACTIVITY_RESOLUTION_SECS`]), so authenticating a busy client is not a write per request.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -54,6 +55,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "unix ids",
         include_str!("../migrations/sqlite/0002_unix_ids.sql"),
     ),
+    (
+        3,
+        "user groups",
+        include_str!("../migrations/sqlite/0003_user_groups.sql"),
+    ),
 ];
 
 /// Migrations for PostgreSQL, version for version the same as [`SQLITE_MIGRATIONS`].
@@ -67,6 +73,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "unix ids",
         include_str!("../migrations/postgres/0002_unix_ids.sql"),
+    ),
+    (
+        3,
+        "user groups",
+        include_str!("../migrations/postgres/0003_user_groups.sql"),
     ),
 ];
 
@@ -563,6 +574,35 @@ impl Store {
         Ok(done > 0)
     }
 
+    /// Renames a user. Sessions, tokens, UNIX ids and groups are keyed by the id, so they
+    /// follow; tokens with `access:servers!user=OLD` keep naming the old name (and so stop
+    /// reaching the renamed user's servers). `false` if there was no such user.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UserExists`] if `name` is taken, [`StoreError::Query`].
+    pub async fn rename_user(&self, id: UserId, name: &UserName) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET name = $1 WHERE id = $2";
+        let done = on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(name.as_str())
+                .bind(id.0)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        });
+        match done {
+            Ok(rows) => Ok(rows > 0),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::UserExists { name: name.clone() })
+            }
+            Err(source) => Err(StoreError::Query {
+                op: "rename user",
+                source,
+            }),
+        }
+    }
+
     /// Grants or takes away admin rights. `false` if there was no such user.
     ///
     /// # Errors
@@ -683,6 +723,151 @@ impl Store {
             uid: id("uid", uid)?,
             gid: id("gid", gid)?,
         })
+    }
+
+    // Groups.
+
+    /// The groups `user` belongs to, by name.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn groups_of(&self, user: UserId) -> Result<Vec<String>, StoreError> {
+        const SQL: &str = "SELECT name FROM user_groups WHERE user_id = $1 ORDER BY name";
+        on_db!(self, |pool| {
+            sqlx::query_scalar(SQL).bind(user.0).fetch_all(pool).await
+        })
+        .map_err(query_failed("get groups"))
+    }
+
+    /// Every group that has members, by name, with its members by name.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`].
+    pub async fn groups(&self) -> Result<BTreeMap<String, Vec<UserName>>, StoreError> {
+        const SQL: &str = "SELECT g.name, u.name FROM user_groups g \
+                           JOIN users u ON u.id = g.user_id ORDER BY g.name, u.name";
+        let rows: Vec<(String, String)> =
+            on_db!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
+                .map_err(query_failed("list groups"))?;
+        let mut groups: BTreeMap<String, Vec<UserName>> = BTreeMap::new();
+        for (group, user) in rows {
+            let user = UserName::from_stored(user).map_err(|e| corrupt("user name")(e.into()))?;
+            groups.entry(group).or_default().push(user);
+        }
+        Ok(groups)
+    }
+
+    /// Puts `users` into `group` (an admin's doing: kept across logins), in one transaction.
+    /// Members already in it stay; a membership the provider asserted becomes the admin's.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoSuchUser`] (and nothing changes) if one of `users` does not exist,
+    /// [`StoreError::Query`].
+    pub async fn add_to_group(&self, group: &str, users: &[UserId]) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO user_groups (user_id, name, source) \
+                           VALUES ($1, $2, 'admin') \
+                           ON CONFLICT (user_id, name) DO UPDATE SET source = 'admin'";
+        let done = on_db!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await.map_err(|e| (None, e))?;
+                for user in users {
+                    sqlx::query(SQL)
+                        .bind(user.0)
+                        .bind(group)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| (Some(*user), e))?;
+                }
+                tx.commit().await.map_err(|e| (None, e))
+            }
+            .await
+        });
+        match done {
+            Ok(()) => Ok(()),
+            Err((Some(id), sqlx::Error::Database(e))) if e.is_foreign_key_violation() => {
+                Err(StoreError::NoSuchUser { id })
+            }
+            Err((_, source)) => Err(StoreError::Query {
+                op: "add to group",
+                source,
+            }),
+        }
+    }
+
+    /// Takes `users` out of `group`, whoever put them in. Returns how many memberships
+    /// ended. A membership from the provider comes back at the user's next OpenID login.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn remove_from_group(
+        &self,
+        group: &str,
+        users: &[UserId],
+    ) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM user_groups WHERE user_id = $1 AND name = $2";
+        on_db!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                let mut removed = 0;
+                for user in users {
+                    removed += sqlx::query(SQL)
+                        .bind(user.0)
+                        .bind(group)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(removed)
+            }
+            .await
+        })
+        .map_err(query_failed("remove from group"))
+    }
+
+    /// Replaces the groups the identity provider asserts for `user` (at each OpenID login)
+    /// with `groups`, in one transaction. Memberships an admin added stay either way.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoSuchUser`], [`StoreError::Query`].
+    pub async fn set_provider_groups(
+        &self,
+        user: UserId,
+        groups: &BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        const CLEAR: &str = "DELETE FROM user_groups WHERE user_id = $1 AND source = 'provider'";
+        const ADD: &str = "INSERT INTO user_groups (user_id, name, source) \
+                           VALUES ($1, $2, 'provider') ON CONFLICT (user_id, name) DO NOTHING";
+        let done = on_db!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                sqlx::query(CLEAR).bind(user.0).execute(&mut *tx).await?;
+                for group in groups {
+                    sqlx::query(ADD)
+                        .bind(user.0)
+                        .bind(group.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
+            }
+            .await
+        });
+        match done {
+            Ok(()) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                Err(StoreError::NoSuchUser { id: user })
+            }
+            Err(source) => Err(StoreError::Query {
+                op: "set provider groups",
+                source,
+            }),
+        }
     }
 
     // Sessions.

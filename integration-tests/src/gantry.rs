@@ -28,6 +28,9 @@ pub struct TestGantry {
     process: Option<ChildGuard>,
     starts: usize,
     env: Vec<(String, String)>,
+    /// Run with no configuration file, as a new user would: the embedded defaults, in the
+    /// temporary folder as the working directory, with `--bind` for the port.
+    embedded: bool,
 }
 
 impl TestGantry {
@@ -41,7 +44,36 @@ impl TestGantry {
             process: None,
             starts: 0,
             env: Vec::new(),
+            embedded: false,
         })
+    }
+
+    /// A gantry with no configuration file: the embedded defaults (SQLite in
+    /// `./gantry-data`, local accounts, the Docker backend with the default profile), run in
+    /// a temporary folder, listening on a free port (`--bind`).
+    pub fn embedded() -> anyhow::Result<Self> {
+        let mut gantry = Self::new("")?;
+        gantry.embedded = true;
+        Ok(gantry)
+    }
+
+    /// `gantry` with `args`, the configuration (`--config`, or `--bind` and the temporary
+    /// folder as working directory for [`TestGantry::embedded`]) and the environment set.
+    fn gantry(&self, args: &[&str]) -> anyhow::Result<Command> {
+        let mut command = Command::new(gantry_bin()?);
+        command
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("GANTRY_CONFIG");
+        if self.embedded {
+            command
+                .env("GANTRY_BIND", format!("127.0.0.1:{}", self.port))
+                .current_dir(self.dir.path());
+        } else {
+            self.write_config()?;
+            command.arg("--config").arg(self.config_path());
+        }
+        Ok(command)
     }
 
     /// Sets an environment variable for every later `gantry` run.
@@ -78,12 +110,8 @@ impl TestGantry {
     /// Runs `gantry ARGS --config <ours>` to completion with `stdin` as its input; returns
     /// the exit code, stdout and stderr.
     pub fn command(&self, args: &[&str], stdin: &str) -> anyhow::Result<(i32, String, String)> {
-        self.write_config()?;
-        let mut child = Command::new(gantry_bin()?)
-            .args(args)
-            .arg("--config")
-            .arg(self.config_path())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+        let mut child = self
+            .gantry(args)?
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -117,14 +145,9 @@ impl TestGantry {
     /// Starts (or starts again) `gantry up` and waits for `/hub/health`.
     pub async fn start(&mut self) -> anyhow::Result<()> {
         ensure!(self.process.is_none(), "gantry is already running");
-        self.write_config()?;
         self.starts += 1;
-        let mut command = Command::new(gantry_bin()?);
-        command
-            .args(["up", "--log-level", "debug", "--config"])
-            .arg(self.config_path())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env_remove("RUST_LOG");
+        let mut command = self.gantry(&["up", "--log-level", "debug"])?;
+        command.env_remove("RUST_LOG");
         let log = self.dir.path().join(format!("gantry-{}.log", self.starts));
         let mut process = ChildGuard::spawn("gantry up", command, &log)?;
         let client = reqwest::Client::new();
@@ -139,11 +162,46 @@ impl TestGantry {
         Ok(())
     }
 
-    /// Stops `gantry up` (SIGTERM, then the group's SIGKILL); the data folder stays.
-    pub fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.stop();
-        }
+    /// Stops `gantry up` (SIGTERM, then the group's SIGKILL); the data folder stays. Returns
+    /// how it exited, when it ran.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.take().and_then(|mut process| process.stop())
+    }
+
+    /// Logs `user` in with the local form, as a browser does; returns the client (holding
+    /// the session cookie) and the session's CSRF token from the home page.
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<(reqwest::Client, String)> {
+        let client = browser_client()?;
+        let page = client
+            .get(format!("{}/hub/login", self.url()))
+            .send()
+            .await?;
+        let xsrf = xsrf_field(&page.text().await?)?;
+        let response = client
+            .post(format!("{}/hub/login", self.url()))
+            .header("origin", self.url())
+            .form(&[
+                ("_xsrf", xsrf.as_str()),
+                ("username", user),
+                ("password", password),
+            ])
+            .send()
+            .await?;
+        ensure!(
+            response.status() == 303,
+            "logging {user} in: {}",
+            response.status()
+        );
+        let home = client
+            .get(format!("{}/hub/home", self.url()))
+            .send()
+            .await?;
+        let xsrf = xsrf_field(&home.text().await?)?;
+        Ok((client, xsrf))
     }
 
     /// Stops and starts again on the same port and data.
@@ -152,17 +210,50 @@ impl TestGantry {
         self.start().await
     }
 
-    /// Everything the running gantry has logged.
+    /// Everything the latest `gantry up` logged, running or stopped.
     pub fn log_text(&self) -> String {
-        self.process
-            .as_ref()
-            .map_or_else(String::new, ChildGuard::log_text)
+        self.process.as_ref().map_or_else(
+            || {
+                let log = self.dir.path().join(format!("gantry-{}.log", self.starts));
+                std::fs::read_to_string(log).unwrap_or_default()
+            },
+            ChildGuard::log_text,
+        )
     }
 
     /// The data folder.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        if self.embedded {
+            self.dir.path().join("gantry-data")
+        } else {
+            self.dir.path().join("data")
+        }
     }
+}
+
+/// Follows redirects by hand, as a browser would but refusing to leave the origin `base`;
+/// returns the last response and the path of every hop.
+pub async fn follow_redirects(
+    client: &reqwest::Client,
+    base: &str,
+    start: &str,
+) -> anyhow::Result<(reqwest::Response, Vec<String>)> {
+    let mut hops = vec![start.to_owned()];
+    let mut url = format!("{base}{start}");
+    for _ in 0..10 {
+        let response = client.get(&url).send().await?;
+        if !response.status().is_redirection() {
+            return Ok((response, hops));
+        }
+        let location = response.headers()["location"].to_str()?.to_owned();
+        ensure!(
+            location.starts_with('/'),
+            "a redirect left the origin: {location}"
+        );
+        hops.push(location.clone());
+        url = format!("{base}{location}");
+    }
+    bail!("too many redirects: {hops:#?}")
 }
 
 /// A client that behaves like a browser for these tests: a cookie jar, no automatic

@@ -16,7 +16,7 @@ mod process;
 mod wait;
 
 pub use docker::{BUSYBOX_IMAGE, DockerCleanup, ensure_busybox_image};
-pub use gantry::{OidcMock, TestGantry, browser_client, xsrf_field};
+pub use gantry::{OidcMock, TestGantry, browser_client, follow_redirects, xsrf_field};
 pub use jupyterhub::{HubUser, JupyterHub, TestJupyterHub};
 pub use paths::{gantry_bin, repo_root, venv};
 pub use process::ChildGuard;

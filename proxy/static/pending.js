@@ -32,6 +32,7 @@
       window.location.assign(event.url || "/hub/home");
     } else if (event.failed) {
       events.close();
+      document.getElementById("cancel").hidden = true;
       document.getElementById("failure").hidden = false;
       document.getElementById("failure-message").textContent =
         event.message + (event.exit_code != null ? " (exit code " + event.exit_code + ")" : "");

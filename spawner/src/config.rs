@@ -87,7 +87,8 @@ pub struct DockerConfig {
     pub gpus: Option<Vec<String>>,
     /// The address of this host as Spark workers reach it (an IP address or a DNS name),
     /// advertised as `spark.driver.host`. Required by profiles whose Spark driver uses
-    /// published ports. Default: unset.
+    /// published ports, on the Docker backend only: under `[mesos]` the driver advertises
+    /// the host name of the agent its task runs on. Default: unset.
     pub spark_driver_host: Option<String>,
     /// The inclusive range of host ports that Spark driver and block-manager ports come from,
     /// `[first, last]`, from 1024 up. Default: `[40000, 40999]`.
@@ -278,7 +279,9 @@ impl SpawnerConfig {
             let spark_driver = p.spark.as_ref().is_some_and(|s| {
                 s.networking == SparkNetworking::PublishedPorts && !s.master.starts_with("sc://")
             });
-            if spark_driver && d.spark_driver_host.is_none() {
+            // Under Mesos the driver runs on whichever agent took the task, and advertises
+            // that agent's host name (`mesos::task`): the Docker host's address is not asked.
+            if spark_driver && d.spark_driver_host.is_none() && self.mesos.is_none() {
                 issue(
                     &format!("profiles.{key}.spark"),
                     "needs docker.spark_driver_host: executors must know where to reach the driver"

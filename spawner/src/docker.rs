@@ -34,8 +34,18 @@
 //! next start. The user's volumes stay. A server that fails *after* it was ready (a crash, an
 //! OOM kill) is kept stopped, so that [`Spawner::status`] and [`DockerSpawner::exit_info`]
 //! can say why, until [`Spawner::stop`] or [`DockerSpawner::recover`] removes it.
+//!
+//! **Kept containers.** A stop removes the container unless its profile says
+//! `on_stop = "keep"`: then the container is stopped within [`DockerOptions::stop_grace`] and
+//! left, with its writable layer, and its GPUs go back to the book (a stopped container holds
+//! none). Every container records a digest of what it was created from ([`SPEC_LABEL`]). The
+//! next start of the server finds it stopped and starts it again when the digest still
+//! matches what the request would create with the GPUs recorded on it and those GPUs are free
+//! ([`revival`]); the device ids are baked into its configuration, so otherwise it is removed
+//! and a new container is created (with other devices). [`DockerSpawner::recover`] keeps such
+//! containers and removes the stopped ones of profiles that remove.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
@@ -56,12 +66,12 @@ use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
 use crate::config::{SpawnSettings, ValidatedConfig};
-use crate::gpu::{self, GpuAllocations, GpuError, GpuHold, GpuInventory};
+use crate::gpu::{self, GpuAllocations, GpuAvailability, GpuError, GpuHold, GpuInventory};
 use crate::labels;
 use crate::names::{ProfileId, ServerName, container_name};
-use crate::ports::{self, PortRange};
-use crate::profile::{SparkAttach, SparkNetworking};
-use crate::request::{Allocation, container_spec};
+use crate::ports::{self, PortRange, SparkPorts};
+use crate::profile::{OnStop, SparkAttach, SparkNetworking};
+use crate::request::{Allocation, ContainerSpec, container_spec};
 use crate::spawner::{
     BoxFuture, ProgressEvent, ProgressSender, ServerKey, ServerRecord, ServerStatus, SpawnError,
     SpawnRequest, Spawner,
@@ -209,6 +219,10 @@ pub struct DockerSpawner {
     /// Who holds which GPU, by container name. Rebuilt from labels by
     /// [`DockerSpawner::rebuild_gpu_allocations`].
     gpus: StdMutex<GpuAllocations>,
+    /// The profiles whose stopped containers are kept (`on_stop = "keep"`); the others'
+    /// are removed. Read from the configuration, not from labels, so that an administrator
+    /// who turns keeping off has the kept containers removed at the next stop or restart.
+    keep: BTreeSet<ProfileId>,
 }
 
 fn is_status(e: &EngineError, code: u16) -> bool {
@@ -240,6 +254,12 @@ impl DockerSpawner {
             network_lock: Mutex::new(()),
             locks: DashMap::new(),
             gpus: StdMutex::new(GpuAllocations::new()),
+            keep: config
+                .profiles
+                .values()
+                .filter(|p| p.on_stop == OnStop::Keep)
+                .map(|p| p.id.clone())
+                .collect(),
         }
     }
 
@@ -578,6 +598,9 @@ impl DockerSpawner {
                 });
             }
         };
+        // Before the network id replaces its name: the record must not depend on which of
+        // two same-named networks this start joined.
+        let fingerprint = spec_fingerprint(&spec, &request.env);
         if spec.host.network_mode == self.settings.network {
             // Join the gantry network by id: see `ensure_network`.
             spec.host.network_mode = network_id;
@@ -588,6 +611,9 @@ impl DockerSpawner {
             ..CreateContainerOptions::default()
         };
         let mut body = create_body(&spec, &request.env);
+        body.labels
+            .get_or_insert_with(HashMap::new)
+            .insert(SPEC_LABEL.to_owned(), fingerprint);
         volumes::keep_prepared(&mut body, &prepared);
         match self.docker.create_container(Some(options), body).await {
             Ok(created) => Ok(created.id),
@@ -654,6 +680,12 @@ impl DockerSpawner {
     ) -> Result<ServerRecord, SpawnError> {
         let key = request.key();
         let (id, running) = match self.inspect(&key).await? {
+            Some(c) if has_stopped(&c) => match self.revive(request, &c).await? {
+                Some(id) => (id, false),
+                None => (self.create(request, progress).await?, false),
+            },
+            // Running, or created or restarting by a start in flight (here or in another
+            // process): adopted as it is.
             Some(c) => {
                 self.record_gpus_from(&c);
                 let running = c.state.as_ref().and_then(|s| s.running) == Some(true);
@@ -674,6 +706,59 @@ impl DockerSpawner {
             backend_id: id,
             status: ServerStatus::Running { url },
         })
+    }
+
+    /// The stopped container `c` of `request`'s server (kept by its profile, or stopped on its
+    /// own): books its GPUs again and returns its id when it can start as it is ([`revival`]);
+    /// otherwise removes it and returns `None`, for a new one to be created.
+    async fn revive(
+        &self,
+        request: &SpawnRequest,
+        c: &ContainerInspectResponse,
+    ) -> Result<Option<String>, SpawnError> {
+        let key = request.key();
+        let name = self.name(&key);
+        let id = c.id.clone().unwrap_or_else(|| name.clone());
+        let labels_of: BTreeMap<String, String> = c
+            .config
+            .as_ref()
+            .and_then(|cfg| cfg.labels.as_ref())
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        // Decided and booked under one lock, so that no other start takes the devices between.
+        let decision = {
+            let mut book = self.book();
+            let decision = revival(
+                &name,
+                &labels_of,
+                request,
+                &self.settings,
+                self.inventory.as_ref(),
+                &book,
+            );
+            match &decision {
+                Revival::Restart(Some(hold)) => book.insert(name.as_str(), hold.clone()),
+                Revival::Restart(None) => {
+                    book.remove(&name);
+                }
+                Revival::Recreate(_) => {}
+            }
+            decision
+        };
+        if let Revival::Restart(_) = decision {
+            return Ok(Some(id));
+        }
+        let options = RemoveContainerOptions {
+            force: true,
+            ..RemoveContainerOptions::default()
+        };
+        match self.docker.remove_container(&id, Some(options)).await {
+            Ok(()) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(Self::engine(&key, Some(&id), "remove", e)),
+        }
+        self.book().remove(&name);
+        Ok(None)
     }
 
     /// Starts container `id` unless it runs, and waits until it answers HTTP.
@@ -730,6 +815,13 @@ impl DockerSpawner {
             self.book().remove(&name);
             return Ok(());
         };
+        let keep = c
+            .config
+            .as_ref()
+            .and_then(|cfg| cfg.labels.as_ref())
+            .and_then(|l| l.get(labels::PROFILE))
+            .and_then(|p| ProfileId::new(p).ok())
+            .is_some_and(|p| self.keep.contains(&p));
         let id = c.id.unwrap_or_else(|| name.clone());
         let grace = i32::try_from(self.options.stop_grace.as_secs()).unwrap_or(i32::MAX);
         let options = StopContainerOptions {
@@ -741,6 +833,11 @@ impl DockerSpawner {
             Ok(()) => {}
             Err(e) if is_status(&e, 304) || is_status(&e, 404) => {}
             Err(e) => return Err(Self::engine(key, Some(&id), "stop", e)),
+        }
+        if keep {
+            // Kept, stopped: its devices are free for others until it starts again.
+            self.book().remove(&name);
+            return Ok(());
         }
         let options = RemoveContainerOptions {
             force: true,
@@ -813,16 +910,20 @@ impl DockerSpawner {
             .collect())
     }
 
-    /// Rebuilds the GPU book from the labels of this instance's containers (running or
-    /// stopped, since a stopped container that may start again still holds its devices) and
-    /// replaces this process's book with it; returns the result. Call it after a restart.
+    /// Rebuilds the GPU book from the labels of this instance's containers that run or are
+    /// being started (a stopped container holds no devices: when it starts again it books
+    /// them anew, see [`revival`]) and replaces this process's book with it; returns the
+    /// result. Call it after a restart.
     pub async fn rebuild_gpu_allocations(&self) -> Result<GpuAllocations, SpawnError> {
         let containers = self.labelled().await?;
-        let rebuilt = gpu::rebuild(containers.iter().map(|c| (c.name.as_str(), &c.labels)))
-            .map_err(|source| SpawnError::Gpu {
-                user: String::new(),
-                server: ServerName::default_server(),
-                source,
+        let holding = containers.iter().filter(|c| holds_gpus(c.state));
+        let rebuilt =
+            gpu::rebuild(holding.map(|c| (c.name.as_str(), &c.labels))).map_err(|source| {
+                SpawnError::Gpu {
+                    user: String::new(),
+                    server: ServerName::default_server(),
+                    source,
+                }
             })?;
         *self.book() = rebuilt.clone();
         Ok(rebuilt)
@@ -830,8 +931,9 @@ impl DockerSpawner {
 
     /// Restart recovery, to call once at startup before serving: takes one complete listing of
     /// this instance's containers (if the listing fails, nothing is touched), adopts the ones
-    /// that run or are starting, removes the ones that have stopped, and rebuilds the GPU book
-    /// from what is left. A removal that fails is reported and does not stop the others.
+    /// that run or are starting, keeps the stopped ones whose profile keeps them
+    /// (`on_stop = "keep"`), removes the other stopped ones, and rebuilds the GPU book from
+    /// the running ones. A removal that fails is reported and does not stop the others.
     pub async fn recover(&self) -> Result<Recovery, SpawnError> {
         let servers = self.list().await?;
         let mut recovery = Recovery::default();
@@ -847,6 +949,10 @@ impl DockerSpawner {
         }
         for server in servers {
             if matches!(server.status, ServerStatus::Stopped { .. }) {
+                if self.keep.contains(&server.profile) {
+                    recovery.kept.push(server);
+                    continue;
+                }
                 match self.stop(&server.key).await {
                     Ok(()) => recovery.removed.push(server),
                     Err(error) => recovery.failed.push((server, error)),
@@ -867,6 +973,8 @@ pub struct Recovery {
     pub adopted: Vec<ServerRecord>,
     /// Servers that had stopped and were removed.
     pub removed: Vec<ServerRecord>,
+    /// Servers that had stopped and are kept, as their profile says; they hold no GPUs.
+    pub kept: Vec<ServerRecord>,
     /// Stopped servers whose removal failed, with why; they are left as they were.
     pub failed: Vec<(ServerRecord, SpawnError)>,
 }
@@ -897,9 +1005,144 @@ fn endpoint_ip(networks: &HashMap<String, EndpointSettings>, network: &str) -> O
         .ok()
 }
 
+/// The label that records what a container was created from: [`spec_fingerprint`].
+pub const SPEC_LABEL: &str = "gantry.spec";
+
+/// A digest of everything a container is created from (the create body of `spec` with the
+/// hub's `env`: image, command, environment, limits, mounts, devices, labels), in hex. Two
+/// requests with equal fingerprints create the same container. The JSON is written with its
+/// keys sorted, so that the digest depends on neither map order nor serde features.
+pub fn spec_fingerprint(spec: &ContainerSpec, env: &BTreeMap<String, String>) -> String {
+    use sha2::{Digest, Sha256};
+    let body = serde_json::to_value(create_body(spec, env)).unwrap_or_default();
+    let mut text = String::new();
+    canonical_json(&body, &mut text);
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `value` as JSON text with object keys in sorted order.
+fn canonical_json(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical_json(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(v, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Whether a container in `state` holds the GPUs its labels name: unless it has stopped
+/// (exited or dead). A created or restarting one is a start in flight.
+fn holds_gpus(state: Option<ContainerSummaryStateEnum>) -> bool {
+    !matches!(
+        state,
+        Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD)
+    )
+}
+
+/// Whether an inspected container has stopped (exited or dead), as opposed to running or
+/// being started.
+fn has_stopped(c: &ContainerInspectResponse) -> bool {
+    matches!(
+        c.state.as_ref().and_then(|s| s.status),
+        Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD)
+    )
+}
+
+/// What a start does with the stopped container of its server: [`revival`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Revival {
+    /// Start it again as it is, booking this hold (none for a server without GPUs).
+    Restart(Option<GpuHold>),
+    /// Remove it and create a new one, for this reason.
+    Recreate(String),
+}
+
+/// Decides whether the stopped container `name` (with labels `labels_of`) can serve
+/// `request` as it is. It can when its recorded fingerprint ([`SPEC_LABEL`]) equals that of
+/// the container `request` would create now with the GPUs and Spark ports recorded on it,
+/// and those GPUs are free ([`gpu::rehold`], against `book` less the container's own hold):
+/// its configuration, device ids included, cannot change. Otherwise it is recreated (with
+/// new devices, if its own are taken). Pure.
+pub(crate) fn revival(
+    name: &str,
+    labels_of: &BTreeMap<String, String>,
+    request: &SpawnRequest,
+    settings: &crate::config::SpawnSettings,
+    inventory: Option<&GpuInventory>,
+    book: &GpuAllocations,
+) -> Revival {
+    let Some(recorded) = labels_of.get(SPEC_LABEL) else {
+        return Revival::Recreate("it carries no record of what it was created from".into());
+    };
+    let kept = match gpu::rebuild([(name, labels_of)]) {
+        Ok(found) => found.get(name).cloned(),
+        Err(e) => return Revival::Recreate(e.to_string()),
+    };
+    let mut others = book.clone();
+    others.remove(name);
+    let hold = match gpu::rehold(inventory, &others, kept.as_ref(), request.profile.gpus) {
+        Ok(hold) => hold,
+        Err(e) => return Revival::Recreate(e.to_string()),
+    };
+    let allocation = Allocation {
+        gpus: hold.as_ref().map(|h| h.devices.clone()).unwrap_or_default(),
+        spark_ports: labels_of
+            .get(labels::SPARK_PORTS)
+            .and_then(|v| SparkPorts::from_label_value(v)),
+    };
+    let spec = match container_spec(
+        &request.profile,
+        &request.identity,
+        &request.server,
+        &allocation,
+        settings,
+    ) {
+        Ok(spec) => spec,
+        Err(e) => return Revival::Recreate(e.to_string()),
+    };
+    if spec_fingerprint(&spec, &request.env) != *recorded {
+        return Revival::Recreate(
+            "its image, settings or environment differ from what the profile gives now".into(),
+        );
+    }
+    Revival::Restart(hold)
+}
+
 impl Spawner for DockerSpawner {
     fn backend(&self) -> &'static str {
         BACKEND
+    }
+
+    fn gpu_availability(&self, shared: bool) -> Option<GpuAvailability> {
+        // A host without an inventory has no GPUs to give: a GPU start fails (`NoGpus`).
+        let none = GpuInventory::default();
+        let inventory = self.inventory.as_ref().unwrap_or(&none);
+        Some(gpu::availability(inventory, &self.book(), shared))
     }
 
     fn start<'a>(

@@ -395,3 +395,62 @@ where
     }
     Ok(allocations)
 }
+
+/// Why a stopped container cannot take up the GPUs recorded on it again: [`rehold`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StaleGpus {
+    /// The profile now asks for other GPUs (another count, shared instead of exclusive, or
+    /// GPUs where it had none or none where it had some).
+    #[error("its profile now asks for other GPUs than it was created with")]
+    Changed,
+    /// A recorded device is no longer in the host's inventory.
+    #[error("its GPU {0} is no longer in the host's inventory")]
+    Missing(DeviceId),
+    /// A recorded device is held by another server now.
+    #[error("its GPU {0} is in use by another server")]
+    Taken(DeviceId),
+}
+
+/// Whether a stopped container may start again with the GPUs recorded on it (`kept`, from its
+/// labels) for a profile that now asks for `request`, given the host's `inventory` and who
+/// holds what now (`allocations`, in which the container itself holds nothing). A container's
+/// device ids are baked into its configuration, so it can only ever run with exactly those:
+/// they must still be what the profile asks for, still exist, and be free for a hold of its
+/// mode (an exclusive hold needs them unheld; a shared one needs no exclusive holder). On
+/// success, the hold to book again (`None` for a container without GPUs).
+pub fn rehold(
+    inventory: Option<&GpuInventory>,
+    allocations: &GpuAllocations,
+    kept: Option<&GpuHold>,
+    request: Option<GpuRequest>,
+) -> Result<Option<GpuHold>, StaleGpus> {
+    let (kept, request) = match (kept, request) {
+        (None, None) => return Ok(None),
+        (Some(kept), Some(request)) => (kept, request),
+        _ => return Err(StaleGpus::Changed),
+    };
+    let devices = inventory.map(GpuInventory::devices).unwrap_or_default();
+    let count_fits = match request.count {
+        GpuCount::All => {
+            kept.devices.len() == devices.len() && devices.iter().all(|d| kept.devices.contains(d))
+        }
+        GpuCount::Exactly(n) => usize::try_from(n.get()).is_ok_and(|n| n == kept.devices.len()),
+    };
+    if kept.shared != request.shared || !count_fits {
+        return Err(StaleGpus::Changed);
+    }
+    for device in &kept.devices {
+        if !devices.contains(device) {
+            return Err(StaleGpus::Missing(device.clone()));
+        }
+        let free = match allocations.use_of(device) {
+            Use::Free => true,
+            Use::Shared(_) => kept.shared,
+            Use::Exclusive => false,
+        };
+        if !free {
+            return Err(StaleGpus::Taken(device.clone()));
+        }
+    }
+    Ok(Some(kept.clone()))
+}

@@ -62,7 +62,7 @@ pub mod task;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Credentials, MesosConfig, MesosSettings};
+pub use config::{Credentials, MesosConfig, MesosSettings, UnreadSecret};
 pub use offers::{Mismatch, Problem};
 pub use proto::TaskState;
 pub use store::{FileStore, FrameworkStore, MemoryStore, StoreError, StoredState, StoredTask};
@@ -79,6 +79,17 @@ pub enum MesosError {
     /// The configuration has no `[mesos]` table.
     #[error("the configuration has no [mesos] table: add one with masters = [\"http://…:5050\"]")]
     NotConfigured,
+    /// `secret_file` was not read: the program must read it and pass the secret with
+    /// [`MesosSettings::supply_secret`] (this crate reads no files).
+    #[error(
+        "the Mesos secret in {} (mesos.secret_file) was not read: the program must read it and \
+         pass it with MesosSettings::supply_secret",
+        path.display()
+    )]
+    SecretUnread {
+        /// The file.
+        path: std::path::PathBuf,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client for the Mesos master: {0}")]
     Client(String),
@@ -253,6 +264,11 @@ impl MesosSpawner {
         store: Arc<dyn FrameworkStore>,
     ) -> Result<Self, MesosError> {
         let settings = config.mesos.clone().ok_or(MesosError::NotConfigured)?;
+        if let Some(unread) = &settings.unread_secret {
+            return Err(MesosError::SecretUnread {
+                path: unread.path.clone(),
+            });
+        }
         let stored = store.load()?;
         let gpu_capable = config.profiles.values().any(|p| p.gpus.is_some());
         let http = reqwest::Client::builder()
@@ -274,6 +290,19 @@ impl MesosSpawner {
             driver,
             locks: DashMap::new(),
         })
+    }
+
+    /// Closes the subscription for good, as gantry shuts down: the master sees the framework
+    /// disconnect and keeps its tasks running for the failover timeout, for the next gantry
+    /// to adopt. Starts and stops after this fail as not subscribed. Dropping the spawner
+    /// does the same.
+    pub fn close(&self) {
+        self.driver.abort();
+        let mut st = self.shared.lock();
+        st.session = None;
+        st.synced = false;
+        drop(st);
+        self.shared.bump();
     }
 
     /// The framework id, once the master assigned one (or as saved).

@@ -121,6 +121,24 @@ pub struct ProfileConfig {
     /// Default: `"user"`.
     #[serde(default)]
     pub run_as: RunAs,
+    /// What a stop does with the server's container; see [`OnStop`]. Default: `"remove"`.
+    #[serde(default)]
+    pub on_stop: OnStop,
+}
+
+/// What stopping a server does with its container (Docker backend).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStop {
+    /// Remove the container; the next start creates a new one. The user's volumes stay. The
+    /// default.
+    #[default]
+    Remove,
+    /// Stop the container and keep it, writable layer and all, without its GPUs. The next
+    /// start of the same server starts it again when it would be created the same way now
+    /// (same image, settings and environment) and its GPUs are free; otherwise it is removed
+    /// and a new one is created.
+    Keep,
 }
 
 /// A volume as written in a profile.
@@ -439,6 +457,8 @@ pub struct Profile {
     pub constraints: BTreeMap<String, String>,
     /// How the container takes on the user's UID/GID.
     pub run_as: RunAs,
+    /// What a stop does with the container.
+    pub on_stop: OnStop,
 }
 
 impl Profile {
@@ -685,6 +705,7 @@ impl ProfileConfig {
             spark,
             constraints: self.constraints.clone(),
             run_as: self.run_as,
+            on_stop: self.on_stop,
         })
     }
 

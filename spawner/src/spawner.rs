@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::gpu::GpuError;
+use crate::gpu::{GpuAvailability, GpuError};
 use crate::names::{Identity, ProfileId, ServerName};
 use crate::ports::PortError;
 use crate::profile::Profile;
@@ -382,8 +382,9 @@ pub trait Spawner: Send + Sync {
     /// progress to `progress`; returns it as [`Spawner::list`] would.
     ///
     /// Idempotent: if the server already runs (as found by its labels, not by memory of an
-    /// earlier call), this returns it without starting another; if it exists but is stopped,
-    /// it is started again.
+    /// earlier call), this returns it without starting another. If it exists but is stopped
+    /// (kept by its profile, or stopped on its own), it is started again when it is still
+    /// what this request would create and its GPUs are free; otherwise it is replaced.
     ///
     /// A start that fails leaves nothing that holds GPUs or ports: it releases what it
     /// allocated, and a container or task it got as far as creating (or found and could not
@@ -399,7 +400,9 @@ pub trait Spawner: Send + Sync {
     ) -> BoxFuture<'a, Result<ServerRecord, SpawnError>>;
 
     /// Stops the server and removes its container or task, releasing its GPUs and ports; the
-    /// user's volumes stay.
+    /// user's volumes stay. A backend that can keep stopped containers does so for profiles
+    /// that ask (Docker, `on_stop = "keep"`): the container stays, stopped, and holds no GPUs
+    /// (it keeps its Spark ports, which its configuration names).
     ///
     /// Idempotent: stopping a server that is stopped or absent succeeds.
     fn stop<'a>(&'a self, key: &'a ServerKey) -> BoxFuture<'a, Result<(), SpawnError>>;
@@ -415,4 +418,14 @@ pub trait Spawner: Send + Sync {
     ///
     /// Read-only; it must not adopt, stop or clean up anything on its own.
     fn list(&self) -> BoxFuture<'_, Result<Vec<ServerRecord>, SpawnError>>;
+
+    /// How many GPUs a request that is `shared` (or exclusive) could have now, of how many,
+    /// from the backend's own allocation book: for the spawn page, the API and the metrics.
+    /// Advice, not a reservation: a start may still find them taken. `None` when the backend
+    /// keeps no such book (a cluster backend, which learns what is free from offers). The
+    /// default is `None`.
+    fn gpu_availability(&self, shared: bool) -> Option<GpuAvailability> {
+        let _ = shared;
+        None
+    }
 }

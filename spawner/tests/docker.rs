@@ -1323,3 +1323,202 @@ async fn an_out_of_memory_kill_is_reported() -> Result<()> {
     );
     Ok(())
 }
+
+/// `docker inspect --format {{.State.Status}}` of container `id`.
+fn container_state(id: &str) -> Result<String> {
+    docker_cli(&["inspect", "--format", "{{.State.Status}}", id])
+}
+
+/// The `NVIDIA_VISIBLE_DEVICES` container `id` was created with.
+async fn visible_devices(h: &Harness, id: &str) -> Result<String> {
+    let inspect = h.spawner.docker().inspect_container(id, None).await?;
+    let env = inspect.config.and_then(|c| c.env).unwrap_or_default();
+    Ok(env
+        .iter()
+        .find_map(|e| e.strip_prefix("NVIDIA_VISIBLE_DEVICES="))
+        .context("no NVIDIA_VISIBLE_DEVICES")?
+        .to_owned())
+}
+
+/// `on_stop = "keep"`: a stop leaves the container, stopped, with its writable layer; the next
+/// start runs the same container again; a restarted gantry keeps it; a start with a profile
+/// that removes replaces it, and that profile's stop removes it.
+#[tokio::test]
+async fn a_kept_container_survives_its_stop_and_serves_the_next_start() -> Result<()> {
+    let profiles = format!(
+        "{}[profiles.keep]\ndisplay_name = \"Keep\"\nimage = \"{IMAGE}\"\n{HTTPD}\n\
+         on_stop = \"keep\"\n",
+        web_profile()
+    );
+    let h = Harness::new("keep", "", &profiles).await?;
+    let alice = key("alice", "");
+    let first = h
+        .spawner
+        .start(&h.request("alice", "", "keep"), ProgressSender::discard())
+        .await?;
+    docker_cli(&[
+        "exec",
+        &first.backend_id,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo written-before-stop > /mark",
+    ])?;
+
+    h.spawner.stop(&alice).await?;
+    assert_eq!(h.container_count().await?, 1, "the kept container is gone");
+    assert_eq!(container_state(&first.backend_id)?, "exited");
+    assert!(
+        matches!(
+            h.spawner.status(&alice).await?,
+            ServerStatus::Stopped { .. }
+        ),
+        "status of a kept container"
+    );
+    let listed = h.spawner.list().await?;
+    assert_eq!(listed.len(), 1);
+    assert!(matches!(listed[0].status, ServerStatus::Stopped { .. }));
+
+    // The next start runs the same container: same id, the file still there.
+    let second = h
+        .spawner
+        .start(&h.request("alice", "", "keep"), ProgressSender::discard())
+        .await?;
+    assert_eq!(second.backend_id, first.backend_id, "not reused");
+    let ServerStatus::Running { url } = &second.status else {
+        bail!("not running: {second:?}");
+    };
+    ensure!(http_get(url).await?.contains("gantry test"));
+    assert_eq!(
+        docker_cli(&["exec", &second.backend_id, "/bin/busybox", "cat", "/mark"])?,
+        "written-before-stop"
+    );
+
+    // A restarted gantry keeps it (a stopped container of a removing profile goes).
+    h.spawner.stop(&alice).await?;
+    let bob = h
+        .spawner
+        .start(&h.request("bob", "", "web"), ProgressSender::discard())
+        .await?;
+    docker_cli(&["kill", &bob.backend_id])?;
+    let restarted = DockerSpawner::new(
+        h.spawner.docker().clone(),
+        &h.config,
+        DockerOptions::default(),
+    );
+    let recovery = restarted.recover().await?;
+    let keys = |records: &[gantry_spawner::ServerRecord]| {
+        records.iter().map(|r| r.key.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&recovery.kept), vec![alice.clone()]);
+    assert_eq!(keys(&recovery.removed), vec![key("bob", "")]);
+    assert!(recovery.adopted.is_empty(), "{:?}", recovery.adopted);
+    assert_eq!(h.container_count().await?, 1);
+    assert_eq!(container_state(&first.backend_id)?, "exited");
+    let third = restarted
+        .start(&h.request("alice", "", "keep"), ProgressSender::discard())
+        .await?;
+    assert_eq!(
+        third.backend_id, first.backend_id,
+        "not reused after recovery"
+    );
+    restarted.stop(&alice).await?;
+
+    // Started with a profile that removes: a new container, which its stop removes.
+    let other = restarted
+        .start(&h.request("alice", "", "web"), ProgressSender::discard())
+        .await?;
+    assert_ne!(
+        other.backend_id, first.backend_id,
+        "the kept container was reused"
+    );
+    assert_eq!(
+        h.container_count().await?,
+        1,
+        "the kept container was not replaced"
+    );
+    restarted.stop(&alice).await?;
+    assert_eq!(h.container_count().await?, 0);
+    Ok(())
+}
+
+/// A kept GPU container holds no GPUs while stopped; it starts again with its own devices
+/// when they are free, and is recreated with other devices when another server took them.
+#[tokio::test]
+async fn a_kept_gpu_container_restarts_on_free_gpus_or_is_recreated() -> Result<()> {
+    let profiles = format!(
+        "[profiles.gpu]\ndisplay_name = \"GPU\"\nimage = \"{IMAGE}\"\n{HTTPD}\ngpus = 1\n\
+         on_stop = \"keep\"\n"
+    );
+    let h = Harness::new(
+        "keepgpu",
+        "gpu_request = \"runtime\"\ngpus = [\"0\", \"1\"]",
+        &profiles,
+    )
+    .await?;
+    let runtimes = engine_runtimes(h.spawner.docker()).await?;
+    ensure!(
+        runtimes.iter().any(|r| r == "nvidia"),
+        "the engine has no `nvidia` runtime ({runtimes:?}): run .ci/fake-nvidia-runtime.sh"
+    );
+    let free = |h: &Harness| h.spawner.gpu_availability(false).map(|a| (a.free, a.total));
+    let ann = key("ann", "");
+    let first = h
+        .spawner
+        .start(&h.request("ann", "", "gpu"), ProgressSender::discard())
+        .await?;
+    assert_eq!(visible_devices(&h, &first.backend_id).await?, "0");
+    assert_eq!(free(&h), Some((1, 2)));
+
+    h.spawner.stop(&ann).await?;
+    assert_eq!(container_state(&first.backend_id)?, "exited");
+    assert_eq!(free(&h), Some((2, 2)), "a stopped container holds GPUs");
+    assert!(h.spawner.gpu_allocations().iter().next().is_none());
+    // Nor after a restart.
+    let fresh = DockerSpawner::new(
+        h.spawner.docker().clone(),
+        &h.config,
+        DockerOptions::default(),
+    );
+    assert!(
+        fresh
+            .rebuild_gpu_allocations()
+            .await?
+            .iter()
+            .next()
+            .is_none()
+    );
+
+    // Its GPU is free: the same container starts again on it.
+    let second = h
+        .spawner
+        .start(&h.request("ann", "", "gpu"), ProgressSender::discard())
+        .await?;
+    assert_eq!(second.backend_id, first.backend_id);
+    assert_eq!(free(&h), Some((1, 2)));
+    let held: Vec<String> = h
+        .spawner
+        .gpu_allocations()
+        .iter()
+        .flat_map(|(_, hold)| hold.devices.iter().map(|d| d.as_str().to_owned()))
+        .collect();
+    assert_eq!(held, ["0"]);
+
+    // Another server takes GPU 0 while ann's is stopped: ann's is recreated on GPU 1.
+    h.spawner.stop(&ann).await?;
+    let ben = h
+        .spawner
+        .start(&h.request("ben", "", "gpu"), ProgressSender::discard())
+        .await?;
+    assert_eq!(visible_devices(&h, &ben.backend_id).await?, "0");
+    let third = h
+        .spawner
+        .start(&h.request("ann", "", "gpu"), ProgressSender::discard())
+        .await?;
+    assert_ne!(third.backend_id, first.backend_id, "reused on a taken GPU");
+    assert_eq!(visible_devices(&h, &third.backend_id).await?, "1");
+    assert!(matches!(third.status, ServerStatus::Running { .. }));
+    assert_eq!(free(&h), Some((0, 2)));
+    assert_eq!(h.container_count().await?, 2, "the old container is gone");
+    Ok(())
+}

@@ -151,6 +151,9 @@ store_tests!(
     unix_ids_round_trip,
     registered_tokens_work_and_register_once,
     tokens_are_revoked_by_note_prefix,
+    renaming_a_user_keeps_their_credentials,
+    groups_round_trip,
+    provider_groups_are_replaced_and_admin_groups_kept,
 );
 
 async fn users_round_trip(store: Store) {
@@ -936,4 +939,136 @@ async fn tokens_are_revoked_by_note_prefix(store: Store) {
         .collect();
     assert_eq!(left.len(), 3, "{left:?}");
     assert_eq!(store.tokens_of(bob.id, at(1)).await.unwrap().len(), 1);
+}
+
+async fn renaming_a_user_keeps_their_credentials(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    store.create_user(&new_user("bob"), at(0)).await.unwrap();
+    let session = store
+        .create_session(alice.id, at(0), at(3600))
+        .await
+        .unwrap();
+    store.add_to_group("staff", &[alice.id]).await.unwrap();
+    assert!(store.rename_user(alice.id, &name("carol")).await.unwrap());
+    assert_eq!(store.user_by_name(&name("alice")).await.unwrap(), None);
+    let carol = store.user_by_name(&name("carol")).await.unwrap().unwrap();
+    assert_eq!(carol.id, alice.id);
+    let found = store
+        .session(session.expose(), at(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.user.name, name("carol"));
+    assert_eq!(store.groups_of(carol.id).await.unwrap(), ["staff"]);
+
+    // A taken name is refused and nothing changes; renaming nobody is `false`.
+    assert!(matches!(
+        store.rename_user(carol.id, &name("bob")).await,
+        Err(StoreError::UserExists { name: taken }) if taken == name("bob")
+    ));
+    assert_eq!(
+        store.user(carol.id).await.unwrap().unwrap().name,
+        name("carol")
+    );
+    let missing = UserId::new(alice.id.get() + 1000);
+    assert!(!store.rename_user(missing, &name("dave")).await.unwrap());
+}
+
+async fn groups_round_trip(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let bob = store.create_user(&new_user("bob"), at(0)).await.unwrap();
+    assert!(store.groups().await.unwrap().is_empty());
+    assert!(store.groups_of(alice.id).await.unwrap().is_empty());
+
+    store
+        .add_to_group("gpu", &[alice.id, bob.id])
+        .await
+        .unwrap();
+    store.add_to_group("staff", &[bob.id]).await.unwrap();
+    // Adding a member again changes nothing.
+    store.add_to_group("gpu", &[alice.id]).await.unwrap();
+    assert_eq!(store.groups_of(alice.id).await.unwrap(), ["gpu"]);
+    assert_eq!(store.groups_of(bob.id).await.unwrap(), ["gpu", "staff"]);
+    let groups = store.groups().await.unwrap();
+    assert_eq!(
+        groups.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["gpu", "staff"]
+    );
+    assert_eq!(groups["gpu"], [name("alice"), name("bob")]);
+    assert_eq!(groups["staff"], [name("bob")]);
+
+    // One missing user fails the whole addition.
+    let missing = UserId::new(bob.id.get() + 1000);
+    assert!(matches!(
+        store.add_to_group("ops", &[alice.id, missing]).await,
+        Err(StoreError::NoSuchUser { id }) if id == missing
+    ));
+    assert!(!store.groups().await.unwrap().contains_key("ops"));
+
+    // Removing counts what went; a group without members is gone.
+    assert_eq!(
+        store
+            .remove_from_group("gpu", &[alice.id, missing])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.remove_from_group("gpu", &[alice.id]).await.unwrap(),
+        0
+    );
+    assert!(store.groups_of(alice.id).await.unwrap().is_empty());
+    store.remove_from_group("staff", &[bob.id]).await.unwrap();
+    assert_eq!(
+        store.groups().await.unwrap().keys().collect::<Vec<_>>(),
+        ["gpu"]
+    );
+
+    // Deleting a user deletes their memberships.
+    store.delete_user(bob.id).await.unwrap();
+    assert!(store.groups().await.unwrap().is_empty());
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM user_groups").await, 0);
+}
+
+async fn provider_groups_are_replaced_and_admin_groups_kept(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let set = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| (*n).to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    store.add_to_group("gpu", &[alice.id]).await.unwrap();
+    store
+        .set_provider_groups(alice.id, &set(&["staff", "ops"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.groups_of(alice.id).await.unwrap(),
+        ["gpu", "ops", "staff"]
+    );
+    // The next login's claim replaces the provider's groups; the admin's stays.
+    store
+        .set_provider_groups(alice.id, &set(&["staff", "gpu"]))
+        .await
+        .unwrap();
+    assert_eq!(store.groups_of(alice.id).await.unwrap(), ["gpu", "staff"]);
+    store
+        .set_provider_groups(alice.id, &set(&[]))
+        .await
+        .unwrap();
+    assert_eq!(store.groups_of(alice.id).await.unwrap(), ["gpu"]);
+    // An admin taking a provider's group away lasts until the provider says it again.
+    store
+        .set_provider_groups(alice.id, &set(&["staff"]))
+        .await
+        .unwrap();
+    store.remove_from_group("staff", &[alice.id]).await.unwrap();
+    assert_eq!(store.groups_of(alice.id).await.unwrap(), ["gpu"]);
+    assert!(matches!(
+        store
+            .set_provider_groups(UserId::new(alice.id.get() + 1000), &set(&["x"]))
+            .await,
+        Err(StoreError::NoSuchUser { .. })
+    ));
 }

@@ -4,10 +4,13 @@
 //! venv from `integration-tests/python-env.sh`, and the `gantry` binary (`GANTRY_BIN`, else built
 //! on the spot). `.ci/test` provides both.
 
+mod admin;
 mod cli;
+mod gpu_pages;
 mod identity;
 mod journey;
 mod jupyterhub;
+mod lifecycle;
 mod mesos;
 mod notebook;
 mod servers;

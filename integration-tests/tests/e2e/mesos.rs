@@ -4,7 +4,8 @@
 //!
 //! Agents are loopback addresses (127.x.y.z, distinct per test), so every notebook's address is
 //! reachable from the test. The `mesos_sim_real_containers_…` test runs tasks as real
-//! containers on the local Docker engine and reaches one through `gantry proxy`.
+//! containers on the local Docker engine and reaches one through `gantry proxy`;
+//! `mesos_sim_gantry_up_…` runs the whole `gantry up` process on the Mesos backend.
 
 #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
 
@@ -61,10 +62,7 @@ fn config(masters: &[String], mesos_extra: &str, profiles: &str) -> Result<Valid
             mesos.push_str(&format!("{k} = {v}\n"));
         }
     }
-    let text = format!(
-        "[docker]\ninstance = \"{instance}\"\nspark_driver_host = \"127.0.0.1\"\n\
-         [mesos]\n{mesos}\n{profiles}"
-    );
+    let text = format!("[docker]\ninstance = \"{instance}\"\n[mesos]\n{mesos}\n{profiles}");
     let parsed: SpawnerConfig = toml::from_str(&text).context("parsing the test configuration")?;
     Ok(parsed.validate()?)
 }
@@ -1235,5 +1233,280 @@ async fn mesos_sim_real_containers_are_reached_directly_and_through_the_proxy() 
             .output()?;
         ensure!(String::from_utf8_lossy(&inspect.stdout).trim() == "false");
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// `gantry up` on the Mesos backend, as a process.
+
+/// Reads a server's progress stream to its end, with the admin token; returns every event.
+async fn progress_events(client: &reqwest::Client, url: &str, token: &str) -> Result<Vec<Value>> {
+    let response = client
+        .get(url)
+        .header("authorization", format!("token {token}"))
+        .send()
+        .await?;
+    ensure!(response.status() == 200, "progress: {}", response.status());
+    let text = tokio::time::timeout(Duration::from_secs(120), response.text())
+        .await
+        .context("the progress stream did not end within 120 s")??;
+    text.split("\n\n")
+        .filter_map(|chunk| chunk.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).context("event JSON"))
+        .collect()
+}
+
+/// A profile of `gantry up` running `script` (a TOML literal string: no `'`) with busybox.
+fn script_profile(id: &str, image: &str, extra: &str, script: &str) -> String {
+    format!(
+        "[profiles.{id}]\ndisplay_name = \"{id}\"\nimage = \"{image}\"\n{extra}\n\
+         cmd = [\"/bin/busybox\", \"sh\", \"-c\", '{script}']\n"
+    )
+}
+
+/// `gantry up` with `[mesos]` pointing at the simulator (real containers, basic auth with a
+/// `secret_file`): servers start through the REST API on a CPU, a GPU and a Spark profile and
+/// are reached through gantry's proxy; the GPU server (agent network) calls the servers' hub
+/// API at `hub.servers_api_url`. gantry restarts: the same framework re-subscribes, no task
+/// is killed, the servers are adopted and still reached. A stop through the API kills the
+/// task and stops its container.
+#[tokio::test]
+async fn mesos_sim_gantry_up_starts_adopts_after_a_restart_and_stops_servers() -> Result<()> {
+    if !Path::new("/var/run/docker.sock").exists() {
+        bail!("this test needs the Docker engine at /var/run/docker.sock; it fails without one");
+    }
+    let image = gantry_integration_tests::ensure_busybox_image()?;
+    let h = hosts(2);
+    let sim = MesosSim::builder()
+        .real_containers()
+        .credentials("gantry", "s3cret-from-a-file")
+        .agent(&h[0], "cpus:4;mem:4096;ports:[31130-31139]", "spark:true")
+        .agent(
+            &h[1],
+            "cpus:4;mem:4096;gpus:1;ports:[31140-31149]",
+            "gpu:true",
+        )
+        .start()
+        .await?;
+    sim.ensure_image(image).await?;
+    let secrets = tempfile::tempdir()?;
+    let secret_file = secrets.path().join("mesos-secret");
+    std::fs::write(&secret_file, "s3cret-from-a-file\n")?;
+    let api_port = gantry_integration_tests::free_port()?;
+    let masters: Vec<String> = sim.master_urls().iter().map(|m| format!("{m:?}")).collect();
+    let page = "/www/user/$JUPYTERHUB_USER";
+    let profiles = [
+        script_profile(
+            "cpu",
+            image,
+            "",
+            &format!(
+                "mkdir -p {page} && echo hello $JUPYTERHUB_USER $JUPYTERHUB_API_URL > \
+                 {page}/index.html && exec /bin/busybox httpd -f -p 8888 -h /www"
+            ),
+        ),
+        // The agent's network: the server reaches the hub's servers' API on 127.0.0.1 and
+        // serves what `GET /hub/api/user` told it with its own token.
+        script_profile(
+            "gpu",
+            image,
+            "gpus = 1",
+            &format!(
+                "mkdir -p {page} && /bin/busybox wget -q -O {page}/index.html --header \
+                 \"Authorization: token $JUPYTERHUB_API_TOKEN\" $JUPYTERHUB_API_URL/user; \
+                 exec /bin/busybox httpd -f -p $GANTRY_PORT -h /www"
+            ),
+        ),
+        // No docker.spark_driver_host: the driver advertises its agent.
+        script_profile(
+            "spark",
+            image,
+            "",
+            &format!(
+                "mkdir -p {page} && echo $SPARK_DRIVER_HOST $SPARK_DRIVER_PORT > \
+                 {page}/index.html && exec /bin/busybox httpd -f -p 8888 -h /www"
+            ),
+        ) + "[profiles.spark.spark]\nmaster = \"spark://spark-master:7077\"\n",
+    ]
+    .join("\n");
+    let instance = format!("mtup{}", std::process::id());
+    let mut gantry = gantry_integration_tests::TestGantry::new(&format!(
+        "servers_api_bind = \"127.0.0.1:{api_port}\"\n\
+         servers_api_url = \"http://127.0.0.1:{api_port}\"\n\
+         [docker]\ninstance = \"{instance}\"\n\
+         [mesos]\nmasters = [{}]\nrole = \"notebooks\"\nprincipal = \"gantry\"\n\
+         secret_file = \"{}\"\ncall_timeout = \"5s\"\noffer_wait = \"20s\"\n\
+         start_timeout = \"30s\"\nkill_grace = \"1s\"\nrefuse_seconds = 1.0\n\
+         max_backoff = \"1s\"\nfailover_timeout = \"1h\"\ndefault_mem = \"256M\"\n\
+         {profiles}",
+        masters.join(", "),
+        secret_file.display()
+    ))?;
+    let token = "5eed0000".repeat(8);
+    gantry.set_env("GANTRY_ADMIN_TOKEN", &token);
+    for user in ["alice", "bob", "carol"] {
+        gantry.add_user(user, "correct horse battery", false)?;
+    }
+    gantry.start().await?;
+    let base = gantry.url();
+    let admin = reqwest::Client::new();
+    let auth = format!("token {token}");
+
+    // The framework subscribed once, authenticated with the file's secret.
+    let frameworks = sim.frameworks();
+    ensure!(frameworks.len() == 1, "{frameworks:?}");
+    let framework = frameworks[0].clone();
+    ensure!(
+        framework.connected
+            && framework.subscribes == 1
+            && framework.principal.as_deref() == Some("gantry"),
+        "{framework:?}"
+    );
+    let state = std::fs::read_to_string(gantry.data_dir().join("mesos-framework.json"))?;
+    ensure!(state.contains(&framework.id), "{state}");
+
+    // Three servers through the REST API, each followed to ready.
+    for (user, profile) in [("alice", "cpu"), ("bob", "gpu"), ("carol", "spark")] {
+        let started = admin
+            .post(format!("{base}/hub/api/users/{user}/server"))
+            .header("authorization", &auth)
+            .json(&json!({"profile": profile}))
+            .send()
+            .await?;
+        ensure!(
+            started.status() == 202,
+            "starting {user}: {}",
+            started.status()
+        );
+        let events = progress_events(
+            &admin,
+            &format!("{base}/hub/api/users/{user}/server/progress"),
+            &token,
+        )
+        .await?;
+        ensure!(
+            events.last().is_some_and(|e| e["ready"] == true),
+            "{user}'s server did not get ready: {events:#?}\n{}",
+            gantry.log_text()
+        );
+    }
+    let through = |user: &'static str| {
+        let (admin, auth, base) = (admin.clone(), auth.clone(), base.clone());
+        async move {
+            let response = admin
+                .get(format!("{base}/user/{user}/"))
+                .header("authorization", auth)
+                .send()
+                .await?;
+            anyhow::Ok((response.status().as_u16(), response.text().await?))
+        }
+    };
+    let api_url = format!("http://127.0.0.1:{api_port}/hub/api");
+    let alice_page = (200, format!("hello alice {api_url}\n"));
+    ensure!(through("alice").await? == alice_page);
+    let (status, bob_page) = through("bob").await?;
+    let whoami: Value = serde_json::from_str(&bob_page)
+        .with_context(|| format!("bob's page is not the hub's user model: {status} {bob_page}"))?;
+    ensure!(
+        status == 200 && whoami["name"] == "bob",
+        "{status} {whoami}"
+    );
+    let (status, carol_page) = through("carol").await?;
+    ensure!(
+        status == 200 && carol_page.starts_with(&format!("{} 3113", h[0])),
+        "the Spark driver advertises its agent: {status} {carol_page}"
+    );
+
+    let tasks: BTreeMap<String, (String, String)> = sim
+        .tasks()
+        .into_iter()
+        .map(|t| {
+            let user = ["alice", "bob", "carol"]
+                .into_iter()
+                .find(|u| t.task_id.starts_with(&format!("{instance}-{u}-")))
+                .unwrap_or_default()
+                .to_owned();
+            (user, (t.task_id, t.container.unwrap_or_default()))
+        })
+        .collect();
+    ensure!(tasks.len() == 3 && !tasks.contains_key(""), "{tasks:?}");
+    let gpu_view = sim.task(&tasks["bob"].0).context("bob's task")?;
+    ensure!(
+        gpu_view.gpus == 1 && gpu_view.containerizer == "MESOS" && gpu_view.agent == h[1],
+        "{gpu_view:?}"
+    );
+    let running = |container: &str| {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Running}}", container])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+            .unwrap_or(false)
+    };
+
+    // A restart: the same framework subscribes again, nothing is killed, all is adopted.
+    gantry.restart().await?;
+    let frameworks = sim.frameworks();
+    ensure!(
+        frameworks.len() == 1
+            && frameworks[0].id == framework.id
+            && frameworks[0].subscribes == 2
+            && frameworks[0].connected
+            && !frameworks[0].removed,
+        "{frameworks:?}"
+    );
+    ensure!(
+        !sim.calls().iter().any(|c| c.call == "KILL"),
+        "{:?}",
+        sim.calls()
+    );
+    for (user, (task, container)) in &tasks {
+        let view = sim.task(task).context("task")?;
+        ensure!(view.state == "TASK_RUNNING", "{user}: {view:?}");
+        ensure!(running(container), "{user}'s container {container} stopped");
+    }
+    ensure!(
+        through("alice").await? == alice_page,
+        "{}",
+        gantry.log_text()
+    );
+    ensure!(through("bob").await? == (200, bob_page.clone()));
+    ensure!(through("carol").await? == (200, carol_page.clone()));
+    let model: Value = admin
+        .get(format!("{base}/hub/api/users/alice"))
+        .header("authorization", &auth)
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(model["servers"][""]["ready"] == true, "{model}");
+    ensure!(
+        gantry.log_text().contains("Mesos backend ready"),
+        "{}",
+        gantry.log_text()
+    );
+
+    // A stop through the API kills the task and stops its container; the route goes.
+    let stopped = admin
+        .delete(format!("{base}/hub/api/users/alice/server"))
+        .header("authorization", &auth)
+        .send()
+        .await?;
+    ensure!(
+        stopped.status() == 204,
+        "stop: {} {}",
+        stopped.status(),
+        gantry.log_text()
+    );
+    let (task, container) = &tasks["alice"];
+    let view = sim.task(task).context("alice's task")?;
+    ensure!(view.state == "TASK_KILLED", "{view:?}");
+    ensure!(sim.calls().iter().any(|c| c.call == "KILL"));
+    ensure!(
+        !running(container),
+        "alice's container {container} still runs"
+    );
+    ensure!(through("alice").await?.0 == 503);
+    ensure!(through("bob").await?.0 == 200, "bob's server is untouched");
+    gantry.stop();
     Ok(())
 }

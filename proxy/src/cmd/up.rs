@@ -10,14 +10,18 @@ use anyhow::{Context, bail};
 use clap::Args;
 use gantry_auth::store::{NewToken, NewUser};
 use gantry_auth::{OidcProvider, Scope, Scopes, Store, StoreOptions, UserName};
-use gantry_proxy::hub::config::{FileConfig, HubConfig, LogFormat};
+use gantry_proxy::hub::config::{
+    EMBEDDED_IMAGE, EMBEDDED_IMAGE_BUILD, FileConfig, HubConfig, LogFormat,
+};
 use gantry_proxy::hub::front::FrontTier;
 use gantry_proxy::hub::servers::Servers;
 use gantry_proxy::hub::{Hub, Provider};
 use gantry_proxy::metrics::Metrics;
 use gantry_proxy::server::{ServeSettings, serve};
 use gantry_proxy::{Proxy, ProxyConfig, RouteTable};
-use gantry_spawner::{DockerOptions, DockerSpawner};
+use gantry_spawner::{
+    DockerOptions, DockerSpawner, FileStore, MesosSpawner, Spawner, ValidatedConfig,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -31,7 +35,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Debug, Args)]
 pub(crate) struct ConfigArg {
     /// The configuration file. Without it the embedded defaults apply: SQLite in
-    /// ./gantry-data, local accounts, listening on 127.0.0.1:8000.
+    /// ./gantry-data, local accounts, listening on 127.0.0.1:8000, one profile running
+    /// JupyterLab from the local image gantry/notebook:latest.
     #[arg(
         long,
         short = 'c',
@@ -40,15 +45,22 @@ pub(crate) struct ConfigArg {
         global = true
     )]
     config: Option<PathBuf>,
+    /// Listen on this address instead of the file's `hub.bind`, e.g. `0.0.0.0:8000` to serve
+    /// other machines.
+    #[arg(long, value_name = "ADDR", env = "GANTRY_BIND")]
+    bind: Option<std::net::SocketAddr>,
 }
 
 impl ConfigArg {
-    /// Reads and checks the configuration (or the defaults), reporting every problem.
+    /// Reads and checks the configuration (or the embedded one), reporting every problem.
     pub(crate) fn load(&self) -> anyhow::Result<HubConfig> {
         let mut file = match &self.config {
             Some(path) => FileConfig::load(path)?,
-            None => FileConfig::default(),
+            None => FileConfig::embedded().context("the embedded configuration does not parse")?,
         };
+        if let Some(bind) = self.bind {
+            file.hub.bind = bind;
+        }
         // A URL with a password belongs in a secret, not in the file (the Helm chart passes
         // it this way).
         if let Ok(url) = std::env::var("GANTRY_DATABASE_URL")
@@ -104,8 +116,16 @@ pub(crate) struct CheckArgs {
 
 pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
+    // The spawner's tables passed `load`; what is left to check is the secret file.
+    let backend = match config.spawner.validate() {
+        Ok(mut validated) if validated.mesos.is_some() => {
+            read_mesos_secret(&mut validated)?;
+            "the Mesos backend"
+        }
+        _ => "the Docker backend",
+    };
     let summary = format!(
-        "{} is valid: gantry would listen on {} for {} with {} ({} OpenID provider{}, local accounts {}), {} profile{}",
+        "{} is valid: gantry would listen on {} for {} with {} ({} OpenID provider{}, local accounts {}), {} profile{} on {backend}",
         args.config.describe(),
         config.hub.bind,
         config.public_origin.as_str(),
@@ -293,21 +313,34 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
     let public = config.public_origin.as_str().to_owned();
     let local_enabled = config.local.enabled;
     let backend = start_backend(&config, &table).await?;
-    let servers_port = config.hub.servers_api_port;
+    if backend.is_some() && config.spawner.mesos.is_none() {
+        warn_if_embedded_image_missing(&config).await;
+    }
     let cull_interval = Duration::from_secs(config.hub.cull_interval_secs);
+    let poll_interval = Duration::from_secs(config.hub.poll_interval_secs);
     let mut hub = Hub::new(config, store.clone(), providers, table)
         .context("cannot set up the hub")?
         .with_proxy_metrics(proxy_metrics);
     let mut servers_listener = None;
-    if let Some((servers, gateway)) = backend {
-        // The servers reach the hub's API on their network's gateway, not on the public bind.
-        let addr = std::net::SocketAddr::new(gateway, servers_port);
+    let mut mesos = None;
+    if let Some(backend) = backend {
+        // The servers reach the hub's API on a listener of their own (under Docker their
+        // network's gateway), not on the public bind.
+        let addr = backend.api_bind;
         let listener = TcpListener::bind(addr).await.with_context(|| {
-            format!("cannot listen on {addr} for the servers' hub API (hub.servers_api_port): is the port in use?")
+            format!(
+                "cannot listen on {addr} for the servers' hub API ({}): is the port in use, \
+                 and is the address this machine's?",
+                backend.api_bind_key
+            )
         })?;
-        hub = hub.with_servers(servers, format!("http://{addr}/hub/api"));
-        tracing::info!("servers reach the hub API at http://{addr}/hub/api");
+        tracing::info!(
+            "servers reach the hub API at {} (listening on {addr})",
+            backend.api_url
+        );
+        hub = hub.with_servers(backend.servers, backend.api_url);
         servers_listener = Some(listener);
+        mesos = backend.mesos;
     }
     let hub = Arc::new(hub);
     let listener = TcpListener::bind(bind)
@@ -332,6 +365,7 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let sweeper = tokio::spawn(sweep(Arc::clone(&hub), stop_rx.clone()));
     let culler = tokio::spawn(cull(Arc::clone(&hub), cull_interval, stop_rx.clone()));
+    let reconciler = tokio::spawn(reconcile(Arc::clone(&hub), poll_interval, stop_rx.clone()));
     let front = Arc::new(FrontTier::new(hub, proxy));
     let internal = servers_listener.map(|listener| {
         let front = Arc::clone(&front);
@@ -362,27 +396,90 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
     }
     let _ = sweeper.await;
     let _ = culler.await;
+    let _ = reconciler.await;
+    if let Some(mesos) = mesos {
+        mesos.close();
+        tracing::info!(
+            "unsubscribed from the Mesos master: the notebooks keep running for \
+             mesos.failover_timeout, for the next start to adopt"
+        );
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Connects the Docker backend when profiles are configured, recovers what runs from a
-/// previous start, and routes it. `None` without profiles: gantry then serves logins only.
+/// The backend `gantry up` starts servers on, and where the servers reach the hub's API.
+struct Backend {
+    servers: Arc<Servers>,
+    /// Where gantry listens for the servers' API requests.
+    api_bind: std::net::SocketAddr,
+    /// The key that set `api_bind`, for messages.
+    api_bind_key: &'static str,
+    /// The servers' `JUPYTERHUB_API_URL`.
+    api_url: String,
+    /// The Mesos framework, closed at shutdown.
+    mesos: Option<Arc<MesosSpawner>>,
+}
+
+/// Where the Mesos framework id and task placements are kept, in `hub.data_dir`.
+const MESOS_STATE_FILE: &str = "mesos-framework.json";
+
+/// Connects the backend when profiles are configured (Mesos when the file has a `[mesos]`
+/// table, else Docker), recovers what runs from a previous start, and routes it. `None`
+/// without profiles: gantry then serves logins only.
 async fn start_backend(
     config: &HubConfig,
     table: &Arc<RouteTable>,
-) -> anyhow::Result<Option<(Arc<Servers>, std::net::IpAddr)>> {
+) -> anyhow::Result<Option<Backend>> {
     if config.spawner.profiles.is_empty() {
         tracing::warn!(
             "no profiles configured: users can log in but not start servers (add [profiles.<id>] to gantry.toml)"
         );
         return Ok(None);
     }
-    let validated = config
+    let mut validated = config
         .spawner
         .validate()
         .map_err(|errors| anyhow::anyhow!("the spawner's configuration is not valid:\n{errors}"))?;
+    let started = if validated.mesos.is_some() {
+        start_mesos(config, &mut validated).await?
+    } else {
+        start_docker(config, &validated).await?
+    };
+    let servers = Arc::new(Servers::new(
+        started.spawner,
+        validated.profiles,
+        Arc::clone(table),
+        config.hub.max_concurrent_spawns,
+        std::collections::BTreeMap::new(),
+    ));
+    let adopted = servers
+        .adopt()
+        .await
+        .context("cannot list running servers")?;
+    tracing::info!(routed = adopted, "running servers routed");
+    Ok(Some(Backend {
+        servers,
+        api_bind: started.api_bind,
+        api_bind_key: started.api_bind_key,
+        api_url: started.api_url,
+        mesos: started.mesos,
+    }))
+}
+
+/// A started backend before the hub's servers wrap it.
+struct Started {
+    spawner: Arc<dyn Spawner>,
+    api_bind: std::net::SocketAddr,
+    api_bind_key: &'static str,
+    api_url: String,
+    mesos: Option<Arc<MesosSpawner>>,
+}
+
+/// The Docker engine: servers on a gantry-owned network, which reach the hub's API on the
+/// network's gateway unless `hub.servers_api_bind` says otherwise.
+async fn start_docker(config: &HubConfig, validated: &ValidatedConfig) -> anyhow::Result<Started> {
     // DOCKER_HOST (unix://, tcp:// with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH) as the docker
     // CLI reads it; without it, the local socket.
     let docker = bollard::Docker::connect_with_defaults()
@@ -390,7 +487,7 @@ async fn start_backend(
         .negotiate_version()
         .await
         .context("the Docker engine does not answer (is it running, and may gantry use its socket?)")?;
-    let spawner = DockerSpawner::new(docker, &validated, DockerOptions::default());
+    let spawner = DockerSpawner::new(docker, validated, DockerOptions::default());
     spawner
         .prepare()
         .await
@@ -412,23 +509,200 @@ async fn start_backend(
         .await
         .context("cannot list this gantry's containers on the Docker engine")?;
     tracing::info!(
+        backend = "docker",
+        network = %network,
         adopted = recovery.adopted.len(),
         removed = recovery.removed.len(),
         "Docker backend ready"
     );
-    let servers = Arc::new(Servers::new(
-        Arc::new(spawner),
-        validated.profiles,
-        Arc::clone(table),
-        config.hub.max_concurrent_spawns,
-        std::collections::BTreeMap::new(),
-    ));
-    let adopted = servers
-        .adopt()
+    let (api_bind, api_bind_key) = match config.hub.servers_api_bind {
+        Some(bind) => (bind, "hub.servers_api_bind"),
+        None => (
+            std::net::SocketAddr::new(gateway, config.hub.servers_api_port),
+            "hub.servers_api_port",
+        ),
+    };
+    // An unspecified bind address is no address to give the servers: they use the gateway.
+    let api_url = config.hub.servers_api_url.clone().unwrap_or_else(|| {
+        let host = if api_bind.ip().is_unspecified() {
+            std::net::SocketAddr::new(gateway, api_bind.port())
+        } else {
+            api_bind
+        };
+        format!("http://{host}/hub/api")
+    });
+    Ok(Started {
+        spawner: Arc::new(spawner),
+        api_bind,
+        api_bind_key,
+        api_url,
+        mesos: None,
+    })
+}
+
+/// The Mesos master: gantry subscribes as a framework whose id is kept in `hub.data_dir`,
+/// re-subscribes with it after a restart (the master kept the notebooks running) and
+/// reconciles before the servers are adopted. The servers run on the agents, so they reach
+/// the hub's API at `hub.servers_api_url`, served on `hub.servers_api_bind`.
+async fn start_mesos(
+    config: &HubConfig,
+    validated: &mut ValidatedConfig,
+) -> anyhow::Result<Started> {
+    read_mesos_secret(validated)?;
+    let Some(settings) = validated.mesos.clone() else {
+        bail!("start_mesos needs a [mesos] table");
+    };
+    let Some(api_url) = config.hub.servers_api_url.clone() else {
+        // The hub's check refuses this; kept as a message rather than a panic.
+        bail!(
+            "hub.servers_api_url: is required with [mesos] (fix: set it to the hub API's URL as \
+             the agents reach this gantry, e.g. \"http://gantry.example.org:8081/hub/api\")"
+        );
+    };
+    let data_dir = &config.hub.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| {
+        format!(
+            "cannot create the data folder {} (hub.data_dir), where the Mesos framework id is kept",
+            data_dir.display()
+        )
+    })?;
+    let state = data_dir.join(MESOS_STATE_FILE);
+    let masters: Vec<&str> = settings.masters.iter().map(url::Url::as_str).collect();
+    let spawner = Arc::new(
+        MesosSpawner::new(validated, Arc::new(FileStore::new(&state))).with_context(|| {
+            format!(
+                "cannot set up the Mesos framework (its state is in {})",
+                state.display()
+            )
+        })?,
+    );
+    let saved_id = spawner.framework_id();
+    tracing::info!(
+        backend = "mesos",
+        masters = ?masters,
+        framework_id = saved_id.as_deref().unwrap_or("(new)"),
+        state = %state.display(),
+        "Mesos backend: subscribing"
+    );
+    spawner
+        .wait_subscribed(settings.call_timeout)
         .await
-        .context("cannot list running servers")?;
-    tracing::info!(routed = adopted, "running servers routed");
-    Ok(Some((servers, gateway)))
+        .with_context(|| {
+            format!(
+                "cannot subscribe to a Mesos master within {:?} (mesos.call_timeout): is one of \
+                 mesos.masters running and reachable, and are the principal and secret right?",
+                settings.call_timeout
+            )
+        })?;
+    let (framework_id, leader) = (spawner.framework_id(), spawner.leader());
+    tracing::info!(
+        backend = "mesos",
+        framework_id = framework_id.as_deref().unwrap_or_default(),
+        leader = leader.as_deref().unwrap_or_default(),
+        "Mesos backend ready: subscribed and reconciled"
+    );
+    let api_bind = config
+        .hub
+        .servers_api_bind
+        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], config.hub.servers_api_port)));
+    let api_bind_key = if config.hub.servers_api_bind.is_some() {
+        "hub.servers_api_bind"
+    } else {
+        "hub.servers_api_port"
+    };
+    Ok(Started {
+        spawner: Arc::clone(&spawner) as Arc<dyn Spawner>,
+        api_bind,
+        api_bind_key,
+        api_url,
+        mesos: Some(spawner),
+    })
+}
+
+/// Reads `mesos.secret_file`, when set, into the checked settings. The spawner library reads
+/// no files (it leaves the path in `MesosSettings::unread_secret`), so the binary does, as it
+/// reads the configuration file itself.
+fn read_mesos_secret(validated: &mut ValidatedConfig) -> anyhow::Result<()> {
+    let Some(mesos) = validated.mesos.as_mut() else {
+        return Ok(());
+    };
+    let Some(unread) = mesos.unread_secret.clone() else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&unread.path).map_err(|error| {
+        anyhow::anyhow!(
+            "mesos.secret_file: cannot read {}: {error} (fix: point it at a file gantry may \
+             read, holding the secret of principal {:?})",
+            unread.path.display(),
+            unread.principal
+        )
+    })?;
+    let secret = text.trim_end();
+    if secret.is_empty() {
+        bail!(
+            "mesos.secret_file: {} is empty (fix: write the secret of principal {:?} into it)",
+            unread.path.display(),
+            unread.principal
+        );
+    }
+    mesos.supply_secret(secret.to_owned());
+    Ok(())
+}
+
+/// The reconcile loop: every second, routes of ready servers that went missing are put back;
+/// every `poll` the backend is asked what runs, and dead or unknown servers are dealt with
+/// (see `Hub::reconcile`).
+async fn reconcile(hub: Arc<Hub>, poll: Duration, mut stop: watch::Receiver<bool>) {
+    let mut routes = tokio::time::interval(Duration::from_secs(1));
+    routes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backend = tokio::time::interval(poll);
+    backend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Startup adopted what ran a moment ago: the first poll waits a whole interval.
+    backend.reset();
+    loop {
+        // The waits only pick the work: the stop signal's guard must not live across it.
+        let poll_backend = tokio::select! {
+            _ = routes.tick() => false,
+            _ = backend.tick() => true,
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        };
+        if poll_backend {
+            hub.reconcile().await;
+        } else {
+            hub.restore_routes();
+        }
+    }
+}
+
+/// Says, at startup, how to build the embedded default profile's image when a profile uses
+/// it and the Docker host lacks it: no registry serves `gantry/notebook`, so a start would
+/// otherwise fail only when a user tries it.
+async fn warn_if_embedded_image_missing(config: &HubConfig) {
+    let users: Vec<&str> = config
+        .spawner
+        .profiles
+        .iter()
+        .filter(|(_, profile)| profile.image == EMBEDDED_IMAGE)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if users.is_empty() {
+        return;
+    }
+    let Ok(docker) = bollard::Docker::connect_with_defaults() else {
+        return;
+    };
+    match docker.inspect_image(EMBEDDED_IMAGE).await {
+        Ok(_) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => tracing::warn!(
+            profiles = ?users,
+            "the image {EMBEDDED_IMAGE} is not on the Docker host, and no registry serves it: \
+             build it there with `{EMBEDDED_IMAGE_BUILD}` (from a gantry checkout, a few \
+             minutes; it prints its progress) before starting a server on these profiles"
+        ),
+        Err(error) => tracing::warn!(%error, "cannot check for the image {EMBEDDED_IMAGE}"),
+    }
 }
 
 /// Deletes expired sessions and tokens and forgets stale login state, every minute.

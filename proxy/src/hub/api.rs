@@ -1,12 +1,13 @@
-//! The hub's REST API under `/hub/api`: who am I, API tokens, ending a user's credentials.
+//! The hub's REST API under `/hub/api`: who am I, users and groups, API tokens, servers,
+//! ending a user's credentials.
 //!
 //! Shapes follow JupyterHub's REST API (`GET /hub/api/user`, `/users/{name}/tokens`), so its
 //! clients work unchanged. Callers authenticate with `Authorization: token …` (or `Bearer`),
 //! or with the session cookie plus the CSRF rules for anything that changes state. A missing
 //! or invalid credential is 403, as JupyterHub answers.
 
-use gantry_auth::store::{ApiToken, NewToken, TokenId, User};
-use gantry_auth::{Action, Owner, Scope, Scopes, UserName};
+use gantry_auth::store::{ApiToken, NewToken, NewUser, TokenId, User};
+use gantry_auth::{Action, Owner, Scope, Scopes, StoreError, UserName};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use jiff::{SignedDuration, Timestamp};
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 
 use gantry_spawner::{Identity, ServerKey, ServerName};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::oauth::{client_id, redirect_uri, server_token_note};
 use super::request::read_json;
@@ -75,7 +76,19 @@ impl Hub {
                 self.revoke_everything(request, name).await
             }
             (&Method::GET, ["users"]) => self.list_users(&request).await,
+            (&Method::POST, ["users"]) => self.create_users(request).await,
             (&Method::GET, ["users", name]) => self.get_user(&request, name).await,
+            (&Method::POST, ["users", name]) => self.create_one_user(request, name).await,
+            (&Method::PATCH, ["users", name]) => self.patch_user(request, name).await,
+            (&Method::DELETE, ["users", name]) => self.delete_user(request, name).await,
+            (&Method::GET, ["groups"]) => self.list_groups(&request).await,
+            (&Method::GET, ["groups", group]) => self.get_group(&request, group).await,
+            (&Method::POST, ["groups", group, "users"]) => {
+                self.change_group(request, group, true).await
+            }
+            (&Method::DELETE, ["groups", group, "users"]) => {
+                self.change_group(request, group, false).await
+            }
             (&Method::POST, ["users", name, "server"]) => {
                 self.start_server(request, name, "").await
             }
@@ -150,6 +163,7 @@ impl Hub {
             .map(ToString::to_string)
             .collect();
         let mut model = user_model(user);
+        model["groups"] = json!(self.store.groups_of(user.id).await?);
         model["scopes"] = json!(scopes);
         if let Caller::Token(auth) = &caller {
             model["token_id"] = json!(token_id(auth.token.id));
@@ -346,6 +360,7 @@ impl Hub {
         let mut identity = Identity::new(user.name.as_str());
         identity.uid = ids.uid;
         identity.gid = ids.gid;
+        identity.groups = self.store.groups_of(user.id).await?;
         Ok(identity)
     }
 
@@ -377,12 +392,14 @@ impl Hub {
             ));
         }
         let name_filter = query.get("name_filter").unwrap_or("");
+        let groups = self.groups_by_user().await?;
         let mut models = Vec::new();
         for user in self.store.list_users().await? {
             if !user.name.as_str().starts_with(name_filter) {
                 continue;
             }
-            let model = self.user_with_servers(&user);
+            let mut model = self.user_with_servers(&user);
+            model["groups"] = json!(groups.get(&user.name).cloned().unwrap_or_default());
             let servers = model["servers"].as_object().cloned().unwrap_or_default();
             let ready = servers.values().any(|s| s["ready"] == true);
             let pending = servers.values().any(|s| !s["pending"].is_null());
@@ -471,8 +488,15 @@ impl Hub {
         let user = self.target_user(&caller, name).await?;
         Ok(response::json(
             StatusCode::OK,
-            &self.user_with_servers(&user),
+            &self.full_user_model(&user).await?,
         ))
+    }
+
+    /// The user model with servers and groups.
+    pub(super) async fn full_user_model(&self, user: &User) -> Result<Value, HubError> {
+        let mut model = self.user_with_servers(user);
+        model["groups"] = json!(self.store.groups_of(user.id).await?);
+        Ok(model)
     }
 
     /// The user model with the `server` and `servers` fields filled in.
@@ -748,6 +772,472 @@ impl Hub {
         }
         Ok(response::json(StatusCode::OK, &json!({})))
     }
+}
+
+/// Most users one request may name.
+const MAX_USERS_PER_REQUEST: usize = 1000;
+
+/// Longest group name, in bytes.
+const MAX_GROUP_BYTES: usize = 255;
+
+/// The body of `POST /hub/api/users`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUsers {
+    /// The names to create.
+    usernames: Vec<String>,
+    /// Whether they are admins.
+    #[serde(default)]
+    admin: bool,
+}
+
+/// The body of `POST /hub/api/users/{name}`, which may be empty.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    /// Whether the user is an admin.
+    #[serde(default)]
+    admin: bool,
+}
+
+/// The body of `PATCH /hub/api/users/{name}`: what to change.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchUser {
+    /// A new name.
+    #[serde(default)]
+    name: Option<String>,
+    /// Grant or take away admin rights.
+    #[serde(default)]
+    admin: Option<bool>,
+}
+
+/// The body of `POST|DELETE /hub/api/groups/{name}/users`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupUsers {
+    /// The members to add or remove.
+    users: Vec<String>,
+}
+
+/// Managing users and groups (admins): JupyterHub's `POST|PATCH|DELETE /users…` and
+/// `/groups…`. The pieces the admin page shares are `pub(super)`.
+impl Hub {
+    /// The caller of a state-changing admin request: authenticated, past the CSRF check, and
+    /// an admin (403 otherwise).
+    async fn admin_for_change(&self, parts: &http::request::Parts) -> Result<Caller, HubError> {
+        let caller = self.authenticated_for_change(parts).await?;
+        if !caller.permits(Action::Admin) {
+            return Err(HubError::Forbidden);
+        }
+        Ok(caller)
+    }
+
+    /// An admin caller for a read.
+    async fn admin_for_read(&self, headers: &http::HeaderMap) -> Result<Caller, HubError> {
+        let caller = self.authenticated(headers).await?;
+        if !caller.permits(Action::Admin) {
+            return Err(HubError::Forbidden);
+        }
+        Ok(caller)
+    }
+
+    /// A user name for a new account (or a new name), or 400 naming it and the rule it breaks.
+    pub(super) fn new_user_name(&self, raw: &str) -> Result<UserName, HubError> {
+        UserName::parse(raw, self.config.name_policy)
+            .map_err(|error| HubError::BadRequest(format!("invalid user name {raw:?}: {error}")))
+    }
+
+    /// The stored user named by a path segment (percent-decoded, as a browser sends a name
+    /// outside ASCII); 404 when the name is not valid or unknown.
+    pub(super) async fn existing_user(&self, raw: &str) -> Result<User, HubError> {
+        let raw = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| HubError::NotFound)?;
+        let name =
+            UserName::parse(&raw, self.config.name_policy).map_err(|_| HubError::NotFound)?;
+        self.store
+            .user_by_name(&name)
+            .await?
+            .ok_or(HubError::NotFound)
+    }
+
+    /// Creates the users in `names` that do not exist yet (approved, without a password, as
+    /// JupyterHub does: they sign in through OpenID Connect). Returns those created; empty
+    /// when every one existed.
+    pub(super) async fn create_users_named(
+        &self,
+        names: &[UserName],
+        admin: bool,
+        by: &User,
+    ) -> Result<Vec<User>, HubError> {
+        let now = Timestamp::now();
+        let mut created = Vec::new();
+        for name in names {
+            let new = NewUser {
+                name: name.clone(),
+                password_hash: None,
+                admin,
+                approved: true,
+            };
+            match self.store.create_user(&new, now).await {
+                Ok(user) => {
+                    tracing::info!(user = %user.name.as_str(), admin, by = %by.name.as_str(), "user created");
+                    created.push(user);
+                }
+                Err(StoreError::UserExists { .. }) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(created)
+    }
+
+    /// Refuses (400) while `user` has a server that runs, starts or stops, since servers,
+    /// routes and containers are keyed by the name; forgets their failed starts.
+    async fn ensure_no_servers(&self, user: &User, doing: &str) -> Result<(), HubError> {
+        let Some(servers) = &self.servers else {
+            return Ok(());
+        };
+        let mut active = Vec::new();
+        let mut failed = Vec::new();
+        for (key, phase, ..) in servers.of_user(user.name.as_str()) {
+            if matches!(phase, Phase::Failed { .. }) {
+                failed.push(key);
+            } else if key.server.is_default() {
+                active.push("the default server".to_owned());
+            } else {
+                active.push(format!("server {:?}", key.server.as_str()));
+            }
+        }
+        if !active.is_empty() {
+            return Err(HubError::BadRequest(format!(
+                "cannot {doing} {}: {} still running or starting; stop their servers first",
+                user.name.as_str(),
+                active.join(", ")
+            )));
+        }
+        for key in failed {
+            self.stop_for(user, &key).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `user` for the admin `by`: never `by` themself, never while a server of the
+    /// user runs. Their sessions and tokens end, their open connections close, and the row
+    /// goes with their groups and UNIX ids.
+    pub(super) async fn delete_user_by(&self, by: &User, user: &User) -> Result<(), HubError> {
+        if user.id == by.id {
+            return Err(HubError::BadRequest(
+                "you cannot delete your own account: ask another admin".into(),
+            ));
+        }
+        self.ensure_no_servers(user, "delete").await?;
+        let revoked = self.store.revoke_user_credentials(user.id).await?;
+        self.close_user_tunnels(&user.name);
+        if !self.store.delete_user(user.id).await? {
+            return Err(HubError::NotFound);
+        }
+        tracing::info!(
+            user = %user.name.as_str(),
+            by = %by.name.as_str(),
+            sessions = revoked.sessions,
+            tokens = revoked.tokens,
+            "user deleted"
+        );
+        Ok(())
+    }
+
+    /// Grants or takes away `user`'s admin rights for the admin `by`, who may not demote
+    /// themself (so a hub always keeps the admin who was acting).
+    pub(super) async fn set_admin_by(
+        &self,
+        by: &User,
+        user: &User,
+        admin: bool,
+    ) -> Result<(), HubError> {
+        if !admin && user.id == by.id {
+            return Err(HubError::BadRequest(
+                "you cannot take away your own admin rights: ask another admin".into(),
+            ));
+        }
+        if user.admin != admin {
+            self.store.set_admin(user.id, admin).await?;
+            tracing::info!(user = %user.name.as_str(), admin, by = %by.name.as_str(), "admin rights changed");
+        }
+        Ok(())
+    }
+
+    /// `POST /hub/api/users` (admins): `{"usernames": [...], "admin": bool}` creates those
+    /// that do not exist yet: 201 with their models, 409 when every one exists, 400 naming
+    /// the first invalid name (and then nobody is created).
+    async fn create_users(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let (parts, body) = request.into_parts();
+        let caller = self.admin_for_change(&parts).await?;
+        let body: CreateUsers = read_json(&parts.headers, body).await?;
+        if body.usernames.is_empty() {
+            return Err(HubError::BadRequest(
+                "usernames must list at least one user".into(),
+            ));
+        }
+        if body.usernames.len() > MAX_USERS_PER_REQUEST {
+            return Err(HubError::BadRequest(format!(
+                "at most {MAX_USERS_PER_REQUEST} users per request"
+            )));
+        }
+        let mut names: Vec<UserName> = Vec::new();
+        for raw in &body.usernames {
+            let name = self.new_user_name(raw)?;
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let created = self
+            .create_users_named(&names, body.admin, caller.user())
+            .await?;
+        if created.is_empty() {
+            let listed: Vec<&str> = names.iter().map(UserName::as_str).collect();
+            return Ok(conflict(&format!(
+                "every one of these users exists already: {}",
+                listed.join(", ")
+            )));
+        }
+        let mut models = Vec::new();
+        for user in &created {
+            models.push(self.full_user_model(user).await?);
+        }
+        Ok(response::json(StatusCode::CREATED, &Value::Array(models)))
+    }
+
+    /// `POST /hub/api/users/{name}` (admins), body optional `{"admin": bool}`: 201 with the
+    /// model, 409 if the user exists.
+    async fn create_one_user(
+        &self,
+        request: Request<Incoming>,
+        name: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let (parts, body) = request.into_parts();
+        let caller = self.admin_for_change(&parts).await?;
+        let body: CreateUser = read_json(&parts.headers, body).await?;
+        let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+        let name = self.new_user_name(&name)?;
+        let created = self
+            .create_users_named(std::slice::from_ref(&name), body.admin, caller.user())
+            .await?;
+        let Some(user) = created.first() else {
+            return Ok(conflict(&format!("user {} exists already", name.as_str())));
+        };
+        Ok(response::json(
+            StatusCode::CREATED,
+            &self.full_user_model(user).await?,
+        ))
+    }
+
+    /// `PATCH /hub/api/users/{name}` (admins): `{"name": new, "admin": bool}`, either or
+    /// both. A rename is refused while the user has a server (400) or when the name is taken
+    /// (409); nothing changes unless everything can.
+    async fn patch_user(
+        &self,
+        request: Request<Incoming>,
+        name: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let (parts, body) = request.into_parts();
+        let caller = self.admin_for_change(&parts).await?;
+        let user = self.existing_user(name).await?;
+        let body: PatchUser = read_json(&parts.headers, body).await?;
+        let by = caller.user();
+        if body.admin == Some(false) && user.id == by.id {
+            return Err(HubError::BadRequest(
+                "you cannot take away your own admin rights: ask another admin".into(),
+            ));
+        }
+        let new_name = body
+            .name
+            .as_deref()
+            .map(|raw| self.new_user_name(raw))
+            .transpose()?
+            .filter(|new| *new != user.name);
+        if let Some(new) = &new_name {
+            self.ensure_no_servers(&user, "rename").await?;
+            match self.store.rename_user(user.id, new).await {
+                Ok(true) => {}
+                Ok(false) => return Err(HubError::NotFound),
+                Err(StoreError::UserExists { .. }) => {
+                    return Ok(conflict(&format!(
+                        "cannot rename {} to {}: that name is taken",
+                        user.name.as_str(),
+                        new.as_str()
+                    )));
+                }
+                Err(other) => return Err(other.into()),
+            }
+            tracing::info!(user = %user.name.as_str(), to = %new.as_str(), by = %by.name.as_str(), "user renamed");
+        }
+        if let Some(admin) = body.admin {
+            self.set_admin_by(by, &user, admin).await?;
+        }
+        let user = self.store.user(user.id).await?.ok_or(HubError::NotFound)?;
+        Ok(response::json(
+            StatusCode::OK,
+            &self.full_user_model(&user).await?,
+        ))
+    }
+
+    /// `DELETE /hub/api/users/{name}` (admins): 204; 400 for oneself or while the user has
+    /// a server running or starting.
+    async fn delete_user(
+        &self,
+        request: Request<Incoming>,
+        name: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let (parts, _body) = request.into_parts();
+        let caller = self.admin_for_change(&parts).await?;
+        let user = self.existing_user(name).await?;
+        self.delete_user_by(caller.user(), &user).await?;
+        let mut response = Response::new(super::body(""));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        Ok(response)
+    }
+
+    /// Every user's groups, by user name.
+    pub(super) async fn groups_by_user(&self) -> Result<HashMap<UserName, Vec<String>>, HubError> {
+        let mut by_user: HashMap<UserName, Vec<String>> = HashMap::new();
+        for (group, members) in self.store.groups().await? {
+            for member in members {
+                by_user.entry(member).or_default().push(group.clone());
+            }
+        }
+        Ok(by_user)
+    }
+
+    /// `GET /hub/api/groups` (admins): every group that has members, by name.
+    async fn list_groups(
+        &self,
+        request: &Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        self.admin_for_read(request.headers()).await?;
+        let groups: Vec<Value> = self
+            .store
+            .groups()
+            .await?
+            .iter()
+            .map(|(name, users)| group_model(name, users))
+            .collect();
+        Ok(response::json(StatusCode::OK, &Value::Array(groups)))
+    }
+
+    /// `GET /hub/api/groups/{name}` (admins): the group, 404 when it has no members.
+    async fn get_group(
+        &self,
+        request: &Request<Incoming>,
+        group: &str,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        self.admin_for_read(request.headers()).await?;
+        let group = group_name(group).map_err(|_| HubError::NotFound)?;
+        let groups = self.store.groups().await?;
+        let users = groups.get(&group).ok_or(HubError::NotFound)?;
+        Ok(response::json(StatusCode::OK, &group_model(&group, users)))
+    }
+
+    /// `POST|DELETE /hub/api/groups/{name}/users` (admins), `{"users": [...]}`: adds the users
+    /// to the group (creating it) or takes them out; 200 with the group. Every user must
+    /// exist (400 naming the first that does not); removing from a group with no members is
+    /// 404. Memberships an admin adds outlast OpenID logins; those the provider asserts are
+    /// set again at each login.
+    async fn change_group(
+        &self,
+        request: Request<Incoming>,
+        group: &str,
+        add: bool,
+    ) -> Result<Response<ResponseBody>, HubError> {
+        let (parts, body) = request.into_parts();
+        let caller = self.admin_for_change(&parts).await?;
+        let group = group_name(group)?;
+        let body: GroupUsers = read_json(&parts.headers, body).await?;
+        if body.users.is_empty() {
+            return Err(HubError::BadRequest(
+                "users must list at least one user".into(),
+            ));
+        }
+        if body.users.len() > MAX_USERS_PER_REQUEST {
+            return Err(HubError::BadRequest(format!(
+                "at most {MAX_USERS_PER_REQUEST} users per request"
+            )));
+        }
+        let mut ids = Vec::new();
+        for raw in &body.users {
+            let name = self.new_user_name(raw)?;
+            let user =
+                self.store.user_by_name(&name).await?.ok_or_else(|| {
+                    HubError::BadRequest(format!("no such user: {}", name.as_str()))
+                })?;
+            ids.push(user.id);
+        }
+        if add {
+            match self.store.add_to_group(&group, &ids).await {
+                Ok(()) => {}
+                // Deleted between the look-up and now.
+                Err(StoreError::NoSuchUser { .. }) => {
+                    return Err(HubError::BadRequest(
+                        "a user was deleted meanwhile; try again".into(),
+                    ));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        } else {
+            if !self.store.groups().await?.contains_key(&group) {
+                return Err(HubError::NotFound);
+            }
+            self.store.remove_from_group(&group, &ids).await?;
+        }
+        tracing::info!(%group, users = ?body.users, add, by = %caller.user().name.as_str(), "group membership changed");
+        let groups = self.store.groups().await?;
+        let members = groups.get(&group).map_or(&[][..], Vec::as_slice);
+        Ok(response::json(
+            StatusCode::OK,
+            &group_model(&group, members),
+        ))
+    }
+}
+
+/// A 409 with JupyterHub's error body.
+fn conflict(message: &str) -> Response<ResponseBody> {
+    tracing::info!(status = 409, reason = %message, "hub request refused");
+    response::json(
+        StatusCode::CONFLICT,
+        &json!({"status": 409, "message": message}),
+    )
+}
+
+/// A group name from a path segment (percent-decoded), or 400 saying what is wrong.
+fn group_name(segment: &str) -> Result<String, HubError> {
+    let name = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| HubError::BadRequest("the group name is not UTF-8".into()))?;
+    let valid = !name.is_empty()
+        && name.len() <= MAX_GROUP_BYTES
+        && name.trim() == name
+        && !name.chars().any(|c| c.is_control() || c == '/');
+    if !valid {
+        return Err(HubError::BadRequest(format!(
+            "invalid group name {name:?}: use 1 to {MAX_GROUP_BYTES} bytes, without '/', control \
+             characters, or spaces at either end"
+        )));
+    }
+    Ok(name.into_owned())
+}
+
+/// JupyterHub's group model.
+fn group_model(name: &str, users: &[UserName]) -> Value {
+    json!({
+        "kind": "group",
+        "name": name,
+        "roles": [],
+        "users": users.iter().map(UserName::as_str).collect::<Vec<_>>(),
+        "properties": {},
+    })
 }
 
 /// The body of an activity report.

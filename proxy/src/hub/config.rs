@@ -98,9 +98,24 @@ pub struct HubSection {
     /// `JUPYTERHUB_API_URL`). Keep it stable: servers that outlive a restart keep the URL.
     /// Default: 8081.
     pub servers_api_port: u16,
+    /// The address gantry listens on for the servers' hub API, `IP:PORT`, instead of the
+    /// Docker network's gateway at `servers_api_port`. It serves the hub without TLS: keep it
+    /// reachable by the servers' hosts only. Default: the gateway under Docker;
+    /// `0.0.0.0:<servers_api_port>` under `[mesos]`, whose servers run on other machines.
+    pub servers_api_bind: Option<SocketAddr>,
+    /// The hub API's URL as servers reach it (`JUPYTERHUB_API_URL`), `http(s)://host[:port]`
+    /// (gantry appends `/hub/api`) or a URL ending in `/hub/api`. Required under `[mesos]`:
+    /// notebooks run on the agents, which reach gantry by an address only the operator
+    /// knows. Default under Docker: `http://<servers_api_bind>/hub/api`.
+    pub servers_api_url: Option<String>,
     /// How often servers are checked against their profile's `idle_timeout` and `max_age`,
     /// in seconds. Default: 60.
     pub cull_interval_secs: u64,
+    /// How often the backend is asked what runs, in seconds: a server that died is noticed
+    /// (and shown to its user) within this time, and a running server the hub does not know
+    /// is routed. Missing routes of ready servers are put back every second regardless.
+    /// Default: 10.
+    pub poll_interval_secs: u64,
 }
 
 impl Default for HubSection {
@@ -114,7 +129,10 @@ impl Default for HubSection {
             log_format: LogFormat::Text,
             max_concurrent_spawns: 20,
             servers_api_port: 8081,
+            servers_api_bind: None,
+            servers_api_url: None,
             cull_interval_secs: 60,
+            poll_interval_secs: 10,
         }
     }
 }
@@ -401,6 +419,32 @@ pub struct HubConfig {
     pub spawner: SpawnerConfig,
 }
 
+/// What `gantry up` runs with when no configuration file is given: every key's default, plus
+/// one profile, `default`, that runs JupyterLab from the image `gantry/notebook:latest`.
+///
+/// No registry is assumed: that image is built on the Docker host by
+/// `integration-tests/images/notebook/build.sh` (debootstrap and PyPI), and `gantry up` says so
+/// at startup when it is missing.
+pub const EMBEDDED_CONFIG: &str = r#"
+[profiles.default]
+display_name = "JupyterLab"
+description = "JupyterLab and a Python 3 kernel, from the local image gantry/notebook:latest"
+image = "gantry/notebook:latest"
+mem_limit = "4g"
+idle_timeout = "8h"
+
+[[profiles.default.volumes]]
+type = "volume"
+source = "gantry-home-{username}"
+target = "/home/jovyan"
+"#;
+
+/// The image of the embedded default profile, and how to make it where no registry serves it.
+pub const EMBEDDED_IMAGE: &str = "gantry/notebook:latest";
+
+/// The command that builds [`EMBEDDED_IMAGE`], from a gantry checkout.
+pub const EMBEDDED_IMAGE_BUILD: &str = "bash integration-tests/images/notebook/build.sh";
+
 impl FileConfig {
     /// Reads and parses `path`.
     ///
@@ -416,6 +460,16 @@ impl FileConfig {
             path: path.to_owned(),
             source,
         })
+    }
+
+    /// The configuration used when no file is given ([`EMBEDDED_CONFIG`]).
+    ///
+    /// # Errors
+    ///
+    /// Never for the text as shipped (a unit test parses and validates it); the parser's
+    /// error otherwise.
+    pub fn embedded() -> Result<Self, toml::de::Error> {
+        Self::parse(EMBEDDED_CONFIG)
     }
 
     /// Parses the text of a configuration file.
@@ -468,8 +522,11 @@ impl FileConfig {
             .public_url
             .clone()
             .unwrap_or_else(|| default_public_url(hub.bind));
+        // Port 0 with no public URL is reported once, as `hub.bind`'s problem, below.
+        let unaddressable = hub.bind.port() == 0 && hub.public_url.is_none();
         let public_origin = match PublicOrigin::parse(public_url.trim_end_matches('/')) {
             Ok(origin) => Some(origin),
+            Err(_) if unaddressable => None,
             Err(_) => {
                 problem(
                     "hub.public_url",
@@ -480,6 +537,13 @@ impl FileConfig {
             }
         };
         let https = public_url.starts_with("https://");
+        if unaddressable {
+            problem(
+                "hub.bind",
+                "port 0 (any free port) leaves browsers no address to use".to_owned(),
+                "give a fixed port, or set hub.public_url to the address browsers reach gantry at",
+            );
+        }
         if hub.session_days == 0 || hub.session_days > 366 {
             problem(
                 "hub.session_days",
@@ -494,12 +558,39 @@ impl FileConfig {
                 "give a number of seconds, at least 1; the default is 60",
             );
         }
+        if hub.poll_interval_secs == 0 {
+            problem(
+                "hub.poll_interval_secs",
+                "is 0".to_owned(),
+                "give a number of seconds, at least 1; the default is 10",
+            );
+        }
         if hub.max_concurrent_spawns == 0 {
             problem(
                 "hub.max_concurrent_spawns",
                 "is 0, which refuses every start".to_owned(),
                 "allow at least 1; the default is 20",
             );
+        }
+        let mut hub = hub;
+        match hub.servers_api_url.as_deref().map(servers_api_url) {
+            Some(Ok(url)) => hub.servers_api_url = Some(url),
+            Some(Err(why)) => problem(
+                "hub.servers_api_url",
+                why,
+                "write the hub API's URL as notebook servers reach it, e.g. \
+                 \"http://gantry.example.org:8081/hub/api\"",
+            ),
+            None if self.spawner.mesos.is_some() => problem(
+                "hub.servers_api_url",
+                "is required with [mesos]: notebooks run on the Mesos agents and must be told \
+                 where the hub API is"
+                    .to_owned(),
+                "set it to this gantry's servers' API as the agents reach it, e.g. \
+                 \"http://gantry.example.org:8081/hub/api\" (gantry listens for it on \
+                 hub.servers_api_bind, default 0.0.0.0:<servers_api_port>)",
+            ),
+            None => {}
         }
         let database_url = hub.database_url.clone().unwrap_or_else(|| {
             format!(
@@ -688,6 +779,30 @@ impl FileConfig {
             }),
             _ => Err(ConfigErrors { problems }),
         }
+    }
+}
+
+/// `hub.servers_api_url`, checked: a base URL gets `/hub/api` appended, a trailing slash goes.
+fn servers_api_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none_or(str::is_empty)
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(format!(
+            "{text:?} is not an http(s) URL without credentials, query or fragment"
+        ));
+    }
+    let base = url.as_str().trim_end_matches('/');
+    match url.path().trim_end_matches('/') {
+        "" => Ok(format!("{base}/hub/api")),
+        path if path.ends_with("/hub/api") => Ok(base.to_owned()),
+        path => Err(format!(
+            "{text:?} has the path {path:?}, which is not the hub API's (it ends in /hub/api)"
+        )),
     }
 }
 

@@ -13,9 +13,11 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::config::Signup;
 use gantry_auth::store::Session;
-use gantry_spawner::{ServerKey, ServerName};
+use gantry_spawner::gpu::{GpuAvailability, GpuCount};
+use gantry_spawner::{ProfileId, ServerKey, ServerName};
 
 use super::HOME;
+use super::cookies::CookiePolicy;
 use super::pages::{
     self, HomePage, LoginPage, LogoutPage, PendingPage, ProfileChoice, ProviderButton, ServerRow,
     SignupPage, SpawnPage,
@@ -486,29 +488,57 @@ impl Hub {
             .get("server")
             .unwrap_or("")
             .to_owned();
-        self.spawn_form(StatusCode::OK, &session, &secret, server, None)
-            .await
+        // The last profile this browser started with; checked against the user's profiles
+        // below, so an unknown or forbidden one is ignored.
+        let remembered = CookiePolicy { https: false }.get(request.headers(), PROFILE_COOKIE);
+        self.spawn_form(
+            StatusCode::OK,
+            &session,
+            &secret,
+            server,
+            remembered.as_deref(),
+            None,
+        )
+        .await
     }
 
+    /// The spawn page, with `preferred` (the remembered or just-posted profile) checked when
+    /// the user may use it and it can start now.
     async fn spawn_form(
         &self,
         status: StatusCode,
         session: &Session,
         secret: &str,
         server: String,
+        preferred: Option<&str>,
         message: Option<String>,
     ) -> Result<Response<ResponseBody>, HubError> {
         let servers = self.servers()?;
         let identity = self.identity_of(&session.user).await?;
-        let profiles = servers
+        let mut profiles: Vec<ProfileChoice> = servers
             .profiles_for(&identity)
-            .map(|p| ProfileChoice {
-                id: p.id.as_str().to_owned(),
-                name: p.display_name.clone(),
-                description: p.description.clone(),
-                resources: describe_resources(p),
+            .map(|p| {
+                let available = p
+                    .gpus
+                    .and_then(|want| Some((want, servers.gpu_availability(want.shared)?)));
+                ProfileChoice {
+                    id: p.id.as_str().to_owned(),
+                    name: p.display_name.clone(),
+                    description: p.description.clone(),
+                    resources: describe_resources(p),
+                    gpus: available.map(|(_, a)| format!("GPU: {} of {} free", a.free, a.total)),
+                    unavailable: available.and_then(|(want, a)| gpu_shortage(want.count, a)),
+                    checked: false,
+                }
             })
             .collect();
+        let selectable: Vec<(&str, bool)> = profiles
+            .iter()
+            .map(|p| (p.id.as_str(), p.unavailable.is_none()))
+            .collect();
+        if let Some(i) = preselect(&selectable, preferred) {
+            profiles[i].checked = true;
+        }
         Ok(response::html(
             status,
             pages::render(&SpawnPage {
@@ -550,6 +580,7 @@ impl Hub {
                     &session,
                     &secret,
                     server_text,
+                    form.get("profile"),
                     Some("Use lower-case letters, digits, '.', '_' and '-' in server names, starting with a letter or a digit.".into()),
                 )
                 .await;
@@ -562,9 +593,15 @@ impl Hub {
             Ok(_) => {
                 let query: String =
                     url::form_urlencoded::byte_serialize(server_text.as_bytes()).collect();
-                Ok(response::redirect(&format!(
-                    "/hub/spawn-pending?server={query}"
-                )))
+                let response = response::redirect(&format!("/hub/spawn-pending?server={query}"));
+                // The start accepted the profile, so it is one the user may use: remember it.
+                let remember: Vec<String> = form
+                    .get("profile")
+                    .filter(|p| ProfileId::new(p).is_ok())
+                    .map(|p| remember_profile_cookie(p, self.cookies.https))
+                    .into_iter()
+                    .collect();
+                Ok(Self::with_cookies(response, &remember))
             }
             Err(ServerError::TooManySpawns) => Err(HubError::TooManyAttempts {
                 retry_after_secs: 10,
@@ -575,6 +612,7 @@ impl Hub {
                     &session,
                     &secret,
                     server_text,
+                    form.get("profile"),
                     Some(error.to_string()),
                 )
                 .await
@@ -586,7 +624,7 @@ impl Hub {
         &self,
         request: &Request<Incoming>,
     ) -> Result<Response<ResponseBody>, HubError> {
-        let (session, _) = match self.page_caller(request).await? {
+        let (session, secret) = match self.page_caller(request).await? {
             Ok(found) => found,
             Err(redirect) => return Ok(redirect),
         };
@@ -603,13 +641,15 @@ impl Hub {
         Ok(response::html(
             StatusCode::OK,
             pages::render(&PendingPage {
+                xsrf: CsrfToken::for_session(&secret).as_str().to_owned(),
                 server,
                 progress_url,
             }),
         ))
     }
 
-    /// `POST /hub/stop` (form: server): stops one of the caller's servers.
+    /// `POST /hub/stop` (form: server): stops one of the caller's servers, or cancels its
+    /// start (the spawn-pending page's Cancel button).
     pub(super) async fn stop_page(
         &self,
         request: Request<Incoming>,
@@ -639,8 +679,60 @@ impl Hub {
     }
 }
 
-/// A profile's resources in one line for the spawn page, with live GPU availability when
-/// the profile asks for GPUs.
+/// The cookie that remembers the profile this browser last started a server with, so that the
+/// spawn page checks it next time. A preference, not a credential: it is read only as a
+/// profile id among those the user may use, and ignored otherwise.
+const PROFILE_COOKIE: &str = "gantry-profile";
+/// How long the profile is remembered: a year, in seconds.
+const PROFILE_COOKIE_MAX_AGE_SECS: i64 = 365 * 24 * 3600;
+
+/// The `Set-Cookie` value remembering `profile`: only the hub's pages (`Path=/hub/`) see it,
+/// `HttpOnly`, `SameSite=Lax`, `Secure` under https. It cannot carry the `__Host-` prefix,
+/// which needs `Path=/`; a tossed copy can only pre-select another allowed profile.
+fn remember_profile_cookie(profile: &str, https: bool) -> String {
+    cookie::Cookie::build((PROFILE_COOKIE, profile.to_owned()))
+        .path("/hub/")
+        .http_only(true)
+        .same_site(cookie::SameSite::Lax)
+        .secure(https)
+        .max_age(cookie::time::Duration::seconds(PROFILE_COOKIE_MAX_AGE_SECS))
+        .build()
+        .encoded()
+        .to_string()
+}
+
+/// Which of the spawn page's profiles (`(id, can start now)`, in page order) to check: the
+/// `preferred` one when it is listed and can start, else the first that can; `None` when
+/// none can.
+fn preselect(profiles: &[(&str, bool)], preferred: Option<&str>) -> Option<usize> {
+    preferred
+        .and_then(|want| profiles.iter().position(|(id, ok)| *ok && *id == want))
+        .or_else(|| profiles.iter().position(|(_, ok)| *ok))
+}
+
+/// Why a profile asking for `count` GPUs cannot start now, given `available`; `None` when it
+/// can.
+fn gpu_shortage(count: GpuCount, available: GpuAvailability) -> Option<String> {
+    if available.can_satisfy(count) {
+        return None;
+    }
+    Some(if available.total == 0 {
+        "Not available: this host has no GPUs.".to_owned()
+    } else {
+        let wanted = match count {
+            GpuCount::All => format!("all {} GPUs", available.total),
+            GpuCount::Exactly(n) if n.get() == 1 => "1 GPU".to_owned(),
+            GpuCount::Exactly(n) => format!("{n} GPUs"),
+        };
+        format!(
+            "Not available now: it needs {wanted} and {} of {} are free. Try again when \
+             another server stops.",
+            available.free, available.total
+        )
+    })
+}
+
+/// A profile's resources in one line for the spawn page.
 fn describe_resources(profile: &gantry_spawner::Profile) -> String {
     let mut parts = Vec::new();
     if let Some(nano) = profile.nano_cpus {
@@ -652,8 +744,11 @@ fn describe_resources(profile: &gantry_spawner::Profile) -> String {
             bytes as f64 / f64::from(1u32 << 30)
         ));
     }
-    if profile.gpus.is_some() {
-        parts.push("GPU".to_owned());
+    match profile.gpus.map(|g| g.count) {
+        Some(GpuCount::All) => parts.push("all GPUs".to_owned()),
+        Some(GpuCount::Exactly(n)) if n.get() == 1 => parts.push("1 GPU".to_owned()),
+        Some(GpuCount::Exactly(n)) => parts.push(format!("{n} GPUs")),
+        None => {}
     }
     if profile.spark.is_some() {
         parts.push("Spark".to_owned());
@@ -669,3 +764,6 @@ fn describe_resources(profile: &gantry_spawner::Profile) -> String {
 fn name_problem(error: &NameError) -> String {
     format!("That user name cannot be used: {error}.")
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
 //! The hub's Prometheus metrics, served with the proxy's at `/hub/metrics` to callers with
 //! `read:metrics` (or admins).
 
+use gantry_spawner::gpu::GpuAvailability;
 use prometheus::{Encoder, Histogram, HistogramOpts, IntGauge, Opts, Registry, TextEncoder};
 
 /// The hub's metrics. Gauges that describe the present (servers running, users active) are
@@ -18,6 +19,10 @@ pub struct HubMetrics {
     pub servers_starting: IntGauge,
     /// Users with at least one server answering now.
     pub users_active: IntGauge,
+    /// GPUs on the host, as the backend's inventory lists them; 0 when it keeps no GPU book.
+    pub gpus_total: IntGauge,
+    /// GPUs held by at least one server now (shared or exclusive).
+    pub gpus_allocated: IntGauge,
 }
 
 impl Default for HubMetrics {
@@ -60,12 +65,24 @@ impl HubMetrics {
             "Users with at least one server answering now.",
         ))
         .expect("static metric definition");
+        let gpus_total = IntGauge::with_opts(Opts::new(
+            "gantry_gpus_total",
+            "GPUs on the Docker host that gantry allocates from.",
+        ))
+        .expect("static metric definition");
+        let gpus_allocated = IntGauge::with_opts(Opts::new(
+            "gantry_gpus_allocated",
+            "GPUs held by at least one running or starting server.",
+        ))
+        .expect("static metric definition");
         for metric in [
             Box::new(spawn_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(spawn_failures.clone()),
             Box::new(servers_running.clone()),
             Box::new(servers_starting.clone()),
             Box::new(users_active.clone()),
+            Box::new(gpus_total.clone()),
+            Box::new(gpus_allocated.clone()),
         ] {
             registry
                 .register(metric)
@@ -78,7 +95,19 @@ impl HubMetrics {
             servers_running,
             servers_starting,
             users_active,
+            gpus_total,
+            gpus_allocated,
         }
+    }
+
+    /// Sets the GPU gauges from the backend's availability for an exclusive request
+    /// (`Servers::gpu_availability(false)`): its free devices are those nobody holds, so the
+    /// rest are allocated. `None` (no GPU book) sets both to 0.
+    pub fn set_gpus(&self, exclusive: Option<GpuAvailability>) {
+        let (total, free) = exclusive.map_or((0, 0), |a| (a.total, a.free));
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.gpus_total.set(count(total));
+        self.gpus_allocated.set(count(total.saturating_sub(free)));
     }
 
     /// The metrics in Prometheus' text format.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod cookies;
 pub mod front;
 
+mod admin;
 mod api;
 mod login;
 pub mod metrics;
@@ -191,7 +192,11 @@ impl Hub {
         let mut text = self
             .servers
             .as_ref()
-            .map(|s| s.metrics().render())
+            .map(|s| {
+                let metrics = s.metrics();
+                metrics.set_gpus(s.gpu_availability(false));
+                metrics.render()
+            })
             .unwrap_or_default();
         if let Some(proxy) = &self.proxy_metrics {
             text.push_str(&proxy.render());
@@ -284,6 +289,11 @@ impl Hub {
             (&Method::GET | &Method::HEAD, ["token"]) => self.token_page(&request).await,
             (&Method::POST, ["token"]) => self.token_create(request).await,
             (&Method::POST, ["token", "revoke"]) => self.token_revoke(request).await,
+            (&Method::GET | &Method::HEAD, ["admin"]) => self.admin_page(&request).await,
+            (&Method::POST, ["admin", "users"]) => self.admin_add_user(request).await,
+            (&Method::POST, ["admin", "users", name, action]) => {
+                self.admin_user_action(request, name, action).await
+            }
             (_, ["api", rest @ ..]) => self.api(request, rest).await,
             _ => Err(HubError::NotFound),
         }
@@ -403,6 +413,52 @@ impl Hub {
             http::StatusCode::SERVICE_UNAVAILABLE,
             pages::not_running_page(owner),
         )
+    }
+
+    /// Puts back the route of every ready server that lost it. The binary calls it every
+    /// second.
+    pub fn restore_routes(&self) -> usize {
+        self.servers.as_ref().map_or(0, |s| s.restore_routes())
+    }
+
+    /// Compares the servers the hub knows with what the backend runs and acts on the
+    /// difference ([`servers::Servers::reconcile`]); a server it adopts becomes an OAuth client
+    /// as at startup. The binary calls it every `hub.poll_interval_secs`.
+    pub async fn reconcile(&self) {
+        let Some(servers) = &self.servers else {
+            return;
+        };
+        match servers.reconcile().await {
+            Ok(report) => {
+                for key in &report.adopted {
+                    self.oauth.register(key);
+                }
+                // A dead server's credentials die with it: its next start mints new ones.
+                for key in &report.died {
+                    self.oauth.unregister(key);
+                    let user = match UserName::parse(&key.user, self.config.name_policy) {
+                        Ok(name) => self.store.user_by_name(&name).await,
+                        Err(_) => Ok(None),
+                    };
+                    let revoked = match user {
+                        Ok(Some(user)) => self
+                            .store
+                            .revoke_tokens_noted(user.id, &oauth::server_token_note(key))
+                            .await
+                            .map(|_| ()),
+                        Ok(None) => Ok(()),
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = revoked {
+                        tracing::warn!(user = %key.user, %error, "cannot revoke the dead server's token");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(
+                error = %crate::errors::error_chain(&error),
+                "cannot list the servers on the backend; will try again"
+            ),
+        }
     }
 
     /// Stops the servers that are idle past their profile's `idle_timeout` or older than its

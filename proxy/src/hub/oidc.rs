@@ -187,6 +187,10 @@ impl Hub {
             };
             self.store.set_unix_ids(user.id, ids).await?;
         }
+        // So are its groups (which decide the profiles offered); an admin's additions stay.
+        self.store
+            .set_provider_groups(user.id, &identity.groups)
+            .await?;
         let user = self
             .store
             .user(user.id)

@@ -60,6 +60,12 @@ pub(super) struct ProfileChoice {
     pub(super) name: String,
     pub(super) description: String,
     pub(super) resources: String,
+    /// `GPU: 3 of 4 free`, for a profile with GPUs on a backend that keeps a GPU book.
+    pub(super) gpus: Option<String>,
+    /// Why it cannot start now (too few GPUs free); the choice is then disabled.
+    pub(super) unavailable: Option<String>,
+    /// Whether it is the pre-selected choice.
+    pub(super) checked: bool,
 }
 
 #[derive(Template)]
@@ -74,6 +80,7 @@ pub(super) struct SpawnPage {
 #[derive(Template)]
 #[template(path = "pending.html")]
 pub(super) struct PendingPage {
+    pub(super) xsrf: String,
     pub(super) server: String,
     pub(super) progress_url: String,
 }
@@ -96,6 +103,68 @@ pub(super) struct TokenPage {
     pub(super) xsrf: String,
     pub(super) admin: bool,
     pub(super) tokens: Vec<TokenRow>,
+}
+
+/// One user on the admin page.
+pub(super) struct AdminUserRow {
+    pub(super) name: String,
+    pub(super) admin: bool,
+    /// The admin looking at the page: no delete or demote buttons.
+    pub(super) is_self: bool,
+    pub(super) groups: String,
+    pub(super) created: String,
+    /// The default server's phase, empty when there is none.
+    pub(super) server: String,
+    /// Whether the default server can be stopped (it runs or failed).
+    pub(super) can_stop: bool,
+    /// Whether the default server can be started (there is none, or it failed).
+    pub(super) can_start: bool,
+}
+
+/// One server on the admin page.
+pub(super) struct AdminServerRow {
+    pub(super) user: String,
+    pub(super) server: String,
+    pub(super) profile: String,
+    pub(super) phase: String,
+    pub(super) gpus: String,
+    pub(super) age: String,
+    pub(super) last_activity: String,
+}
+
+/// One configured profile on the admin page.
+pub(super) struct AdminProfileRow {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) image: String,
+    pub(super) cpu: String,
+    pub(super) memory: String,
+    pub(super) gpus: String,
+    pub(super) groups: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+pub(super) struct AdminPage {
+    pub(super) message: Option<String>,
+    pub(super) xsrf: String,
+    pub(super) me: String,
+    /// The search text (`?q=`).
+    pub(super) q: String,
+    pub(super) offset: usize,
+    /// Users matching the search.
+    pub(super) total: usize,
+    /// The 1-based number of the first and last user shown.
+    pub(super) first: usize,
+    pub(super) last: usize,
+    /// Links to the previous and next pages.
+    pub(super) prev: Option<String>,
+    pub(super) next: Option<String>,
+    pub(super) users: Vec<AdminUserRow>,
+    /// Whether a backend is configured (servers can start).
+    pub(super) can_spawn: bool,
+    pub(super) servers: Vec<AdminServerRow>,
+    pub(super) profiles: Vec<AdminProfileRow>,
 }
 
 /// The spawn-pending page's script, served at `/hub/static/pending.js`.

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use gantry_spawner::spawner::progress_channel;
 use gantry_spawner::{
-    Identity, Profile, ProfileId, ProgressEvent, ServerKey, ServerName, ServerStatus, SpawnError,
-    SpawnRequest, Spawner,
+    Identity, Profile, ProfileId, ProgressEvent, ServerKey, ServerName, ServerRecord, ServerStatus,
+    SpawnError, SpawnRequest, Spawner,
 };
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
@@ -29,6 +29,9 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::errors::ResponseBody;
 use crate::routes::{Route, RouteChange, RoutePrefix, RouteTable, Target};
+
+#[cfg(test)]
+mod tests;
 
 /// Where a server is in its life, as the hub knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +64,8 @@ struct Entry {
     events: Mutex<Vec<Value>>,
     /// Bumped on every new event or phase change, for subscribers to wake on.
     version: watch::Sender<u64>,
+    /// The task running the current start, for a stop to cancel it.
+    start_task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl Entry {
@@ -72,6 +77,7 @@ impl Entry {
             last_activity: Mutex::new(Timestamp::now()),
             events: Mutex::new(Vec::new()),
             version: watch::channel(0).0,
+            start_task: Mutex::new(None),
         }
     }
 
@@ -85,6 +91,21 @@ impl Entry {
     fn set_phase(&self, phase: Phase) {
         *self.phase.lock().unwrap_or_else(PoisonError::into_inner) = phase;
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Moves a start's entry on to `phase`, but only while it is still starting: a stop
+    /// that cancelled the start has set it to stopping, and then the start's outcome is moot.
+    /// `effect` (routing the server) runs under the phase lock, so it cannot land after the
+    /// cancelling stop has removed the route. Returns whether the entry moved on.
+    fn finish_start(&self, phase: Phase, effect: impl FnOnce() -> bool) -> bool {
+        let mut current = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        if *current != Phase::Starting || !effect() {
+            return false;
+        }
+        *current = phase;
+        drop(current);
+        self.version.send_modify(|v| *v += 1);
+        true
     }
 
     fn push(&self, event: Value) {
@@ -125,6 +146,15 @@ pub enum ServerError {
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] SpawnError),
+}
+
+/// What one [`Servers::reconcile`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Ready servers found dead.
+    pub died: Vec<ServerKey>,
+    /// Running servers the hub did not know, now routed.
+    pub adopted: Vec<ServerKey>,
 }
 
 /// What happened when a start was asked for.
@@ -232,6 +262,115 @@ impl Servers {
         Ok(adopted)
     }
 
+    /// Routes every ready server whose route is missing: the reconcile loop's fast half, run
+    /// every second. Memory only. Returns how many routes it put back.
+    pub fn restore_routes(&self) -> usize {
+        let mut restored = 0;
+        for entry in &self.entries {
+            // Under the phase lock, so that a stop (which sets `Stopping` under it before
+            // removing the route) is never undone.
+            let phase = entry.phase.lock().unwrap_or_else(PoisonError::into_inner);
+            let Phase::Ready { url } = &*phase else {
+                continue;
+            };
+            let missing = RoutePrefix::parse(&server_prefix(entry.key()), false)
+                .is_ok_and(|prefix| self.routes.get(&prefix).is_none());
+            if missing && self.route(entry.key(), url) {
+                tracing::warn!(user = %entry.key().user, server = %entry.key().server.as_str(), "route was missing; restored");
+                restored += 1;
+            }
+        }
+        restored
+    }
+
+    /// Brings the hub's view in step with the backend's, the reconcile loop's slow half (every
+    /// `hub.poll_interval_secs`):
+    ///
+    /// - a server that was ready before the backend was asked, and that the backend no longer
+    ///   runs, has died (a crash, an OOM kill, someone's `docker rm`): its route goes, its
+    ///   entry says why (exit code) for its user's pages, and the backend's stop releases its
+    ///   GPUs and ports;
+    /// - a server the backend runs that the hub does not know (adopting missed it, or it came
+    ///   up while the hub could not reach the backend) is routed, as at startup.
+    ///
+    /// Servers being started or stopped are left to that work.
+    ///
+    /// # Errors
+    ///
+    /// The backend's listing failed; nothing was changed.
+    pub async fn reconcile(&self) -> Result<Reconciled, SpawnError> {
+        let ready_before: Vec<(ServerKey, Arc<Entry>)> = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e.phase(), Phase::Ready { .. }))
+            .map(|e| (e.key().clone(), Arc::clone(e.value())))
+            .collect();
+        let records = self.spawner.list().await?;
+        let running: std::collections::HashMap<&ServerKey, &ServerRecord> = records
+            .iter()
+            .filter(|r| matches!(r.status, ServerStatus::Running { .. }))
+            .map(|r| (&r.key, r))
+            .collect();
+        let mut report = Reconciled::default();
+        for (key, entry) in ready_before {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let status = records
+                .iter()
+                .find(|r| r.key == key)
+                .map_or(ServerStatus::Absent, |r| r.status.clone());
+            let message = match &status {
+                ServerStatus::Stopped {
+                    exit_code: Some(code),
+                } => format!("the server stopped on its own (exit code {code})"),
+                ServerStatus::Absent => "the server's container is gone".to_owned(),
+                other => format!("the server stopped answering (the backend says {other:?})"),
+            };
+            // Still ready means nobody stopped it meanwhile: a stop sets `Stopping` first, and
+            // only a failed entry is ever replaced by a new start.
+            let died = {
+                let mut phase = entry.phase.lock().unwrap_or_else(PoisonError::into_inner);
+                if matches!(*phase, Phase::Ready { .. }) {
+                    *phase = Phase::Failed {
+                        message: message.clone(),
+                    };
+                    self.unroute(&key);
+                    true
+                } else {
+                    false
+                }
+            };
+            if !died {
+                continue;
+            }
+            entry.version.send_modify(|v| *v += 1);
+            tracing::warn!(user = %key.user, server = %key.server.as_str(), %message, "server died");
+            if let Err(error) = self.spawner.stop(&key).await {
+                tracing::warn!(user = %key.user, error = %crate::errors::error_chain(&error), "cannot clean up the dead server");
+            }
+            report.died.push(key);
+        }
+        for (key, record) in running {
+            let ServerStatus::Running { url } = &record.status else {
+                continue;
+            };
+            if self.entries.contains_key(key) {
+                continue;
+            }
+            let entry = Arc::new(Entry::new(record.profile.clone()));
+            if let dashmap::Entry::Vacant(vacant) = self.entries.entry(key.clone())
+                && self.route(key, url)
+            {
+                entry.set_phase(Phase::Ready { url: url.clone() });
+                vacant.insert(entry);
+                tracing::info!(user = %key.user, server = %key.server.as_str(), %url, "running server adopted");
+                report.adopted.push(key.clone());
+            }
+        }
+        Ok(report)
+    }
+
     /// The profiles `identity` may start, in id order.
     pub fn profiles_for<'a>(
         &'a self,
@@ -240,6 +379,11 @@ impl Servers {
         self.profiles
             .values()
             .filter(move |p| p.is_allowed_for(identity))
+    }
+
+    /// Every configured profile, in id order (the admin page lists them).
+    pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
+        self.profiles.values()
     }
 
     /// The phase and profile of a server the hub knows of.
@@ -443,10 +587,15 @@ impl Servers {
             env,
         };
         let servers = Arc::clone(self);
-        tokio::spawn(async move {
+        let task_entry = Arc::clone(&entry);
+        let task = tokio::spawn(async move {
             let _permit = permit;
-            servers.run_start(key, request, entry, prefix).await;
+            servers.run_start(key, request, task_entry, prefix).await;
         });
+        *entry
+            .start_task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
         Ok(StartOutcome::Pending)
     }
 
@@ -490,27 +639,40 @@ impl Servers {
         // The sender is gone with the start: the relay drains what is left and ends.
         let _ = relay.await;
         match result {
-            Ok(record) => match record.status {
-                ServerStatus::Running { url } if self.route(&key, &url) => {
-                    tracing::info!(user = %key.user, server = %key.server.as_str(), %url, secs = started.elapsed().as_secs_f64(), "server ready");
-                    entry.push(json!({
-                        "progress": 100, "ready": true, "url": prefix,
-                        "message": format!("Server ready at {prefix}"),
-                    }));
+            Ok(record) => {
+                let routed = match &record.status {
+                    ServerStatus::Running { url } => {
+                        let ready = Phase::Ready { url: url.clone() };
+                        // The ready event goes out before the phase changes, so a progress
+                        // stream never sees a ready server without it.
+                        entry.finish_start(ready, || {
+                            self.route(&key, url) && {
+                                entry.push(json!({
+                                    "progress": 100, "ready": true, "url": prefix,
+                                    "message": format!("Server ready at {prefix}"),
+                                }));
+                                true
+                            }
+                        })
+                    }
+                    _ => false,
+                };
+                if routed {
+                    tracing::info!(user = %key.user, server = %key.server.as_str(), status = ?record.status, secs = started.elapsed().as_secs_f64(), "server ready");
                     self.metrics
                         .spawn_duration
                         .observe(started.elapsed().as_secs_f64());
-                    entry.set_phase(Phase::Ready { url });
-                }
-                other => {
-                    let message =
-                        format!("the backend reported the server as {other:?} after starting it");
+                } else if entry.phase() == Phase::Starting {
+                    let message = format!(
+                        "the backend reported the server as {:?} after starting it",
+                        record.status
+                    );
                     tracing::error!(user = %key.user, %message);
                     entry.push(json!({"progress": 100, "failed": true, "message": message}));
                     self.metrics.spawn_failures.inc();
                     entry.set_phase(Phase::Failed { message });
                 }
-            },
+            }
             Err(error) => {
                 let message = crate::errors::error_chain(&error);
                 tracing::warn!(user = %key.user, server = %key.server.as_str(), error = %message, "server start failed");
@@ -524,23 +686,45 @@ impl Servers {
                     event["exit_code"] = json!(exit_code);
                     event["last_log_lines"] = json!(last_log_lines);
                 }
-                entry.push(event);
                 self.metrics.spawn_failures.inc();
-                entry.set_phase(Phase::Failed { message });
+                entry.finish_start(Phase::Failed { message }, || {
+                    entry.push(event);
+                    true
+                });
             }
         }
     }
 
     /// Stops a server and removes its route. Stopping a server that is not running succeeds.
+    /// A server that is starting has its start cancelled: the start task is aborted where it
+    /// waits (a pull, the engine, the readiness probe), a `failed` progress event tells the
+    /// pages, and the backend's idempotent stop then removes whatever the start had created
+    /// and releases its GPUs and ports.
     ///
     /// # Errors
     ///
-    /// [`ServerError::Busy`] while it is starting; the backend's error.
+    /// [`ServerError::Busy`] while it is already stopping; the backend's error.
     pub async fn stop(&self, key: &ServerKey) -> Result<(), ServerError> {
         let entry = self.entries.get(key).map(|e| Arc::clone(e.value()));
         if let Some(entry) = &entry {
-            if entry.phase() == Phase::Starting {
-                return Err(ServerError::Busy("starting"));
+            match entry.phase() {
+                Phase::Stopping => return Err(ServerError::Busy("stopping")),
+                Phase::Starting => {
+                    let task = entry
+                        .start_task
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take();
+                    if let Some(task) = task {
+                        task.abort();
+                    }
+                    tracing::info!(user = %key.user, server = %key.server.as_str(), "start cancelled");
+                    entry.push(json!({
+                        "progress": 100, "failed": true, "cancelled": true,
+                        "message": "The start was cancelled",
+                    }));
+                }
+                Phase::Ready { .. } | Phase::Failed { .. } => {}
             }
             entry.set_phase(Phase::Stopping);
         }
@@ -608,6 +792,12 @@ impl Servers {
         Some(http_body_util::Either::Right(
             StreamBody::new(stream).boxed_unsync(),
         ))
+    }
+
+    /// How many GPUs a `shared` (or exclusive) request could have now, of how many, as the
+    /// backend's book says ([`Spawner::gpu_availability`]); `None` when it keeps none.
+    pub fn gpu_availability(&self, shared: bool) -> Option<gantry_spawner::gpu::GpuAvailability> {
+        self.spawner.gpu_availability(shared)
     }
 }
 

@@ -117,3 +117,32 @@ fn gpu_counts_are_checked_against_configured_devices() {
          docker.gpus lists 2 (fix: lower gpus, or list more devices under docker.gpus)"
     );
 }
+
+/// A Spark driver on published ports must be told the Docker host's address; under Mesos it
+/// advertises the agent its task landed on, so the check does not apply there.
+#[test]
+fn spark_driver_host_is_required_on_the_docker_backend_only() {
+    let spark = "[profiles.spark]\ndisplay_name = \"Spark\"\nimage = \"i\"\n\
+                 [profiles.spark.spark]\nmaster = \"spark://spark-master:7077\"\n";
+    let docker: SpawnerConfig = toml::from_str(spark).unwrap();
+    let err = docker.validate().unwrap_err();
+    assert_eq!(
+        err.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "profiles.spark.spark: needs docker.spark_driver_host: executors must know where to \
+             reach the driver (fix: set docker.spark_driver_host to this host's address, or use \
+             spark.networking = \"host\")"
+        ]
+    );
+
+    let mesos: SpawnerConfig =
+        toml::from_str(&format!("[mesos]\nmasters = [\"http://m:5050\"]\n{spark}")).unwrap();
+    let valid = mesos.validate().unwrap();
+    assert_eq!(valid.settings.spark_driver_host, None);
+    assert!(valid.mesos.is_some());
+    assert!(
+        valid
+            .profiles
+            .contains_key(&ProfileId::new("spark").unwrap())
+    );
+}

@@ -286,3 +286,173 @@ mod volumes {
         );
     }
 }
+
+/// What a start does with a stopped container: the fingerprint and the GPU check, without an
+/// engine.
+mod revival {
+    use std::collections::BTreeMap;
+
+    use crate::config::{SpawnerConfig, ValidatedConfig};
+    use crate::docker::{Revival, SPEC_LABEL, revival, spec_fingerprint};
+    use crate::gpu::{DeviceId, GpuAllocations, GpuHold};
+    use crate::names::{Identity, ProfileId, ServerName};
+    use crate::request::{Allocation, container_spec};
+    use crate::spawner::SpawnRequest;
+
+    const NAME: &str = "gantry-alice";
+
+    fn config(image: &str, extra: &str) -> ValidatedConfig {
+        let text = format!(
+            "[docker]\ngpus = [\"0\", \"1\"]\n\
+             [profiles.gpu]\ndisplay_name = \"G\"\nimage = \"{image}\"\ngpus = 1\n\
+             on_stop = \"keep\"\n{extra}\n\
+             [profiles.plain]\ndisplay_name = \"P\"\nimage = \"{image}\"\non_stop = \"keep\"\n"
+        );
+        toml::from_str::<SpawnerConfig>(&text)
+            .unwrap()
+            .validate()
+            .unwrap()
+    }
+
+    fn request(config: &ValidatedConfig, profile: &str, token: &str) -> SpawnRequest {
+        SpawnRequest {
+            identity: Identity::new("alice"),
+            server: ServerName::default_server(),
+            profile: config.profiles[&ProfileId::new(profile).unwrap()].clone(),
+            env: BTreeMap::from([("JUPYTERHUB_API_TOKEN".to_owned(), token.to_owned())]),
+        }
+    }
+
+    /// The labels `create` gives the container of `request` holding `gpus`.
+    fn created(
+        config: &ValidatedConfig,
+        request: &SpawnRequest,
+        gpus: &[&str],
+    ) -> BTreeMap<String, String> {
+        let allocation = Allocation {
+            gpus: gpus.iter().map(|g| DeviceId::new(g).unwrap()).collect(),
+            spark_ports: None,
+        };
+        let spec = container_spec(
+            &request.profile,
+            &request.identity,
+            &request.server,
+            &allocation,
+            &config.settings,
+        )
+        .unwrap();
+        let mut labels = spec.labels.clone();
+        labels.insert(SPEC_LABEL.to_owned(), spec_fingerprint(&spec, &request.env));
+        labels
+    }
+
+    fn decide(
+        config: &ValidatedConfig,
+        labels: &BTreeMap<String, String>,
+        request: &SpawnRequest,
+        book: &GpuAllocations,
+    ) -> Revival {
+        revival(
+            NAME,
+            labels,
+            request,
+            &config.settings,
+            config.gpus.as_ref(),
+            book,
+        )
+    }
+
+    fn hold(device: &str) -> GpuHold {
+        GpuHold {
+            devices: vec![DeviceId::new(device).unwrap()],
+            shared: false,
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_follows_every_input_and_nothing_else() {
+        let c = config("img:1", "");
+        let r = request(&c, "gpu", "t");
+        let a = created(&c, &r, &["0"]);
+        assert_eq!(a, created(&c, &r, &["0"]), "deterministic");
+        assert_eq!(a[SPEC_LABEL].len(), 64, "sha256 in hex");
+        for other in [
+            created(&c, &request(&c, "gpu", "t2"), &["0"]),
+            created(&c, &r, &["1"]),
+            created(
+                &config("img:2", ""),
+                &request(&config("img:2", ""), "gpu", "t"),
+                &["0"],
+            ),
+            created(
+                &config("img:1", "mem_limit = \"1G\""),
+                &request(&config("img:1", "mem_limit = \"1G\""), "gpu", "t"),
+                &["0"],
+            ),
+        ] {
+            assert_ne!(a[SPEC_LABEL], other[SPEC_LABEL]);
+        }
+    }
+
+    #[test]
+    fn an_unchanged_container_restarts_with_its_gpus_when_they_are_free() {
+        let c = config("img:1", "");
+        let r = request(&c, "gpu", "t");
+        let labels = created(&c, &r, &["1"]);
+        let mut book = GpuAllocations::new();
+        assert_eq!(
+            decide(&c, &labels, &r, &book),
+            Revival::Restart(Some(hold("1")))
+        );
+        // Its own stale hold does not count against it; another server's on GPU 0 neither.
+        book.insert(NAME, hold("1"));
+        book.insert("gantry-bob", hold("0"));
+        assert_eq!(
+            decide(&c, &labels, &r, &book),
+            Revival::Restart(Some(hold("1")))
+        );
+        // A server without GPUs.
+        let plain = request(&c, "plain", "t");
+        assert_eq!(
+            decide(&c, &created(&c, &plain, &[]), &plain, &book),
+            Revival::Restart(None)
+        );
+    }
+
+    #[test]
+    fn a_changed_container_or_one_whose_gpus_are_taken_is_recreated() {
+        let c = config("img:1", "");
+        let r = request(&c, "gpu", "t");
+        let labels = created(&c, &r, &["1"]);
+        let mut taken = GpuAllocations::new();
+        taken.insert("gantry-bob", hold("1"));
+        let recreate = |decision: Revival, why: &str| match decision {
+            Revival::Recreate(reason) => assert!(reason.contains(why), "{reason}"),
+            other => panic!("expected a recreate ({why}), got {other:?}"),
+        };
+        recreate(decide(&c, &labels, &r, &taken), "GPU 1 is in use");
+        let empty = GpuAllocations::new();
+        recreate(
+            decide(&c, &labels, &request(&c, "gpu", "t2"), &empty),
+            "environment",
+        );
+        let c2 = config("img:2", "");
+        recreate(
+            decide(&c2, &labels, &request(&c2, "gpu", "t"), &empty),
+            "environment",
+        );
+        let c3 = config("img:1", "gpu_shared = true");
+        recreate(
+            decide(&c3, &labels, &request(&c3, "gpu", "t"), &empty),
+            "other GPUs",
+        );
+        // The profile lost its GPUs, and a container made before the record existed.
+        recreate(
+            decide(&c, &labels, &request(&c, "plain", "t"), &empty),
+            "other GPUs",
+        );
+        let mut unrecorded = labels.clone();
+        unrecorded.remove(SPEC_LABEL);
+        recreate(decide(&c, &unrecorded, &r, &empty), "no record");
+    }
+}

@@ -303,3 +303,129 @@ proptest! {
         prop_assert_eq!(rebuilt, book);
     }
 }
+
+fn hold(devices: &[&str], shared: bool) -> GpuHold {
+    GpuHold {
+        devices: ids(devices),
+        shared,
+    }
+}
+
+/// A stopped container takes up its recorded GPUs again only when they are still what its
+/// profile asks for, still on the host, and free for a hold of its mode.
+#[test]
+fn rehold_table() {
+    let inv = inventory(4);
+    let mut book = GpuAllocations::new();
+    book.insert("x", hold(&["1"], false));
+    book.insert("s", hold(&["2"], true));
+    /// The kept hold, the profile's request, and whether a hold is granted (or why not).
+    type Case = (Option<GpuHold>, Option<GpuRequest>, Result<bool, StaleGpus>);
+    let cases: &[Case] = &[
+        (None, None, Ok(false)),
+        (Some(hold(&["0"], false)), Some(exactly(1, false)), Ok(true)),
+        (
+            Some(hold(&["0", "3"], false)),
+            Some(exactly(2, false)),
+            Ok(true),
+        ),
+        // Shared holds may share with shared ones, never with exclusive ones.
+        (Some(hold(&["2"], true)), Some(exactly(1, true)), Ok(true)),
+        (
+            Some(hold(&["2"], false)),
+            Some(exactly(1, false)),
+            Err(StaleGpus::Taken(ids(&["2"])[0].clone())),
+        ),
+        (
+            Some(hold(&["0", "1"], true)),
+            Some(exactly(2, true)),
+            Err(StaleGpus::Taken(ids(&["1"])[0].clone())),
+        ),
+        (
+            Some(hold(&["1"], false)),
+            Some(exactly(1, false)),
+            Err(StaleGpus::Taken(ids(&["1"])[0].clone())),
+        ),
+        // The profile changed: count, mode, GPUs gained or lost.
+        (
+            Some(hold(&["0"], false)),
+            Some(exactly(2, false)),
+            Err(StaleGpus::Changed),
+        ),
+        (
+            Some(hold(&["0"], false)),
+            Some(exactly(1, true)),
+            Err(StaleGpus::Changed),
+        ),
+        (Some(hold(&["0"], false)), None, Err(StaleGpus::Changed)),
+        (None, Some(exactly(1, false)), Err(StaleGpus::Changed)),
+        (
+            Some(hold(&["0"], false)),
+            Some(all(false)),
+            Err(StaleGpus::Changed),
+        ),
+        // A device the host no longer lists.
+        (
+            Some(hold(&["7"], false)),
+            Some(exactly(1, false)),
+            Err(StaleGpus::Missing(ids(&["7"])[0].clone())),
+        ),
+    ];
+    for (kept, request, expected) in cases {
+        let got = rehold(Some(&inv), &book, kept.as_ref(), *request);
+        let got = got.map(|h| {
+            assert_eq!(h.as_ref(), kept.as_ref());
+            h.is_some()
+        });
+        assert_eq!(&got, expected, "{kept:?} for {request:?}");
+    }
+    // `all` needs every device, all free.
+    let empty = GpuAllocations::new();
+    let every = hold(&["0", "1", "2", "3"], false);
+    assert!(rehold(Some(&inv), &empty, Some(&every), Some(all(false))).is_ok());
+    assert_eq!(
+        rehold(Some(&inv), &book, Some(&every), Some(all(false))),
+        Err(StaleGpus::Taken(ids(&["1"])[0].clone()))
+    );
+    // No inventory at all: nothing recorded can be had.
+    assert_eq!(
+        rehold(
+            None,
+            &empty,
+            Some(&hold(&["0"], false)),
+            Some(exactly(1, false))
+        ),
+        Err(StaleGpus::Missing(ids(&["0"])[0].clone()))
+    );
+}
+
+proptest! {
+    /// Whatever the book, a hold [`rehold`] grants never makes a device exclusive to two
+    /// holders or shared with an exclusive one.
+    #[test]
+    fn rehold_never_double_books(
+        held in proptest::collection::vec((0usize..4, any::<bool>()), 0..6),
+        kept_devices in proptest::collection::btree_set(0usize..4, 1..4),
+        shared in any::<bool>(),
+    ) {
+        let inv = inventory(4);
+        let mut book = GpuAllocations::new();
+        for (i, (device, s)) in held.iter().enumerate() {
+            book.insert(format!("c{i}"), hold(&[device.to_string().as_str()], *s));
+        }
+        let names: Vec<String> = kept_devices.iter().map(ToString::to_string).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let kept = hold(&refs, shared);
+        let n = u32::try_from(kept.devices.len()).unwrap();
+        if let Ok(Some(granted)) = rehold(Some(&inv), &book, Some(&kept), Some(exactly(n, shared))) {
+            for device in &granted.devices {
+                let holders: Vec<&GpuHold> = book.iter().map(|(_, h)| h).filter(|h| h.devices.contains(device)).collect();
+                if shared {
+                    prop_assert!(holders.iter().all(|h| h.shared));
+                } else {
+                    prop_assert!(holders.is_empty());
+                }
+            }
+        }
+    }
+}

@@ -6,8 +6,8 @@
 //! role = "notebooks"
 //! user = "nobody"                 # Unix user of tasks
 //! failover_timeout = "7d"         # notebooks survive a gantry outage this long
-//! principal = "gantry"            # HTTP basic auth to the master, with secret
-//! secret = "…"
+//! principal = "gantry"            # HTTP basic auth to the master, with secret_file
+//! secret_file = "/etc/gantry/mesos-secret"   # or secret = "…" inline
 //! refuse_seconds = 5.0
 //! default_cpus = 1.0              # for profiles without cpu_reservation or cpu_limit
 //! default_mem = "1G"
@@ -16,7 +16,13 @@
 //! Durations are a whole number with `s`, `m`, `h` or `d`; sizes are written as in profiles
 //! (`"512M"`, `"4G"`, binary units) and sent to Mesos in MB (2²⁰ bytes), its unit for `mem`
 //! and `disk`.
+//!
+//! `secret_file` names a file this crate does not read (a library reads no files): the check
+//! leaves its principal in [`MesosSettings::unread_secret`], the binary reads the file and
+//! hands the secret over with [`MesosSettings::supply_secret`], and
+//! [`crate::MesosSpawner::new`] refuses settings whose secret is still unread.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -46,10 +52,15 @@ pub struct MesosConfig {
     /// (restarts, upgrades, outages), as a duration; at least `"1m"`. Default: `"7d"`.
     pub failover_timeout: String,
     /// The principal gantry authenticates as (HTTP basic auth), and names in
-    /// `FrameworkInfo.principal`. Needs `secret`. Default: none.
+    /// `FrameworkInfo.principal`. Needs `secret_file` or `secret`. Default: none.
     pub principal: Option<String>,
-    /// The principal's secret. Needs `principal`. Default: none.
+    /// The principal's secret, inline. Needs `principal`; not with `secret_file`.
+    /// Default: none.
     pub secret: Option<String>,
+    /// A file holding the principal's secret (trailing whitespace is dropped), read by
+    /// gantry at startup: keeps the secret out of the configuration file. Needs
+    /// `principal`; not with `secret`. Default: none.
+    pub secret_file: Option<PathBuf>,
     /// The host name gantry reports to the master (`FrameworkInfo.hostname`). Default: none.
     pub hostname: Option<String>,
     /// A link to gantry from the master's UI. Default: none.
@@ -107,6 +118,7 @@ impl Default for MesosConfig {
             failover_timeout: "7d".to_owned(),
             principal: None,
             secret: None,
+            secret_file: None,
             hostname: None,
             webui_url: None,
             refuse_seconds: 5.0,
@@ -145,6 +157,15 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// A principal whose secret is in a file not read yet (`mesos.secret_file`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadSecret {
+    /// The principal.
+    pub principal: String,
+    /// The file holding its secret.
+    pub path: PathBuf,
+}
+
 /// The checked `[mesos]` table. Fields are public so that a test can shorten its times.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MesosSettings {
@@ -158,8 +179,12 @@ pub struct MesosSettings {
     pub framework_name: String,
     /// `FrameworkInfo.failover_timeout`.
     pub failover_timeout: Duration,
-    /// Basic auth, when configured.
+    /// Basic auth, when configured (and its secret is known).
     pub credentials: Option<Credentials>,
+    /// `secret_file` and its principal, until the caller reads the file and calls
+    /// [`MesosSettings::supply_secret`]; [`crate::MesosSpawner::new`] refuses settings where
+    /// it is still set.
+    pub unread_secret: Option<UnreadSecret>,
     /// `FrameworkInfo.hostname`.
     pub hostname: Option<String>,
     /// `FrameworkInfo.webui_url`.
@@ -255,25 +280,32 @@ impl MesosConfig {
                 "write e.g. failover_timeout = \"7d\"",
             );
         }
-        let credentials = match (&self.principal, &self.secret) {
-            (None, None) => None,
-            (Some(_), None) => {
-                out.push(
-                    "secret",
-                    "is missing while principal is set",
-                    "set both, or neither",
-                );
-                None
-            }
-            (None, Some(_)) => {
-                out.push(
-                    "principal",
-                    "is missing while secret is set",
-                    "set both, or neither",
-                );
-                None
-            }
-            (Some(principal), Some(secret)) => {
+        let mut credentials = None;
+        let mut unread_secret = None;
+        match (&self.principal, &self.secret, &self.secret_file) {
+            (None, None, None) => {}
+            (_, Some(_), Some(_)) => out.push(
+                "secret_file",
+                "is set together with mesos.secret",
+                "keep one: secret_file keeps the secret out of the configuration file",
+            ),
+            (Some(_), None, None) => out.push(
+                "secret",
+                "is missing while principal is set",
+                "set secret_file to a file holding the principal's secret (or secret inline), \
+                 or remove principal",
+            ),
+            (None, Some(_), None) => out.push(
+                "principal",
+                "is missing while secret is set",
+                "set both, or neither",
+            ),
+            (None, None, Some(_)) => out.push(
+                "principal",
+                "is missing while secret_file is set",
+                "set both, or neither",
+            ),
+            (Some(principal), secret, file) => {
                 if principal.is_empty() || principal.contains(':') {
                     out.push(
                         "principal",
@@ -281,12 +313,28 @@ impl MesosConfig {
                         "write the principal the master knows, e.g. \"gantry\"",
                     );
                 }
-                Some(Credentials {
-                    principal: principal.clone(),
-                    secret: secret.clone(),
-                })
+                if let Some(secret) = secret {
+                    credentials = Some(Credentials {
+                        principal: principal.clone(),
+                        secret: secret.clone(),
+                    });
+                }
+                if let Some(path) = file {
+                    if path.as_os_str().is_empty() {
+                        out.push(
+                            "secret_file",
+                            "is empty",
+                            "write the path of a file holding the principal's secret, e.g. \
+                             \"/etc/gantry/mesos-secret\"",
+                        );
+                    }
+                    unread_secret = Some(UnreadSecret {
+                        principal: principal.clone(),
+                        path: path.clone(),
+                    });
+                }
             }
-        };
+        }
         if let Some(url) = &self.webui_url
             && Url::parse(url).is_err()
         {
@@ -375,6 +423,7 @@ impl MesosConfig {
             framework_name: self.framework_name.clone(),
             failover_timeout: failover_timeout?,
             credentials,
+            unread_secret,
             hostname: self.hostname.clone(),
             webui_url: self.webui_url.clone(),
             refuse_seconds: self.refuse_seconds,
@@ -392,6 +441,23 @@ impl MesosConfig {
             spark_attribute: self.spark_attribute.clone(),
             cpu_on_gpu_agents: self.cpu_on_gpu_agents,
         })
+    }
+}
+
+impl MesosSettings {
+    /// Gives the secret read from [`UnreadSecret::path`]: the principal then authenticates
+    /// with it. Returns `false`, changing nothing, when no secret was waiting to be read.
+    pub fn supply_secret(&mut self, secret: String) -> bool {
+        match self.unread_secret.take() {
+            Some(unread) => {
+                self.credentials = Some(Credentials {
+                    principal: unread.principal,
+                    secret,
+                });
+                true
+            }
+            None => false,
+        }
     }
 }
 

@@ -226,3 +226,18 @@ async fn without_a_master_calls_fail_with_the_reason() {
     spawner.stop(&key).await.unwrap();
     assert!(spawner.status(&key).await.is_err());
 }
+
+#[tokio::test]
+async fn a_spawner_refuses_a_secret_file_nobody_read() {
+    let mut config = validated("principal = \"gantry\"\nsecret_file = \"/run/secrets/mesos\"\n");
+    let err = MesosSpawner::new(&config, Arc::new(MemoryStore::new())).unwrap_err();
+    assert!(
+        matches!(&err, MesosError::SecretUnread { path } if path.as_os_str() == "/run/secrets/mesos"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("mesos.secret_file"), "{err}");
+    config.mesos.as_mut().unwrap().supply_secret("s".to_owned());
+    let spawner = MesosSpawner::new(&config, Arc::new(MemoryStore::new())).unwrap();
+    spawner.close();
+    assert!(spawner.leader().is_none());
+}

@@ -276,3 +276,22 @@ fn groups_decide_who_may_use_a_profile() {
     assert!(p.is_allowed_for(&id));
     assert!(checked("").is_allowed_for(&Identity::new("anyone")));
 }
+
+#[test]
+fn on_stop_defaults_to_remove_and_takes_keep() {
+    assert_eq!(checked("").on_stop, OnStop::Remove);
+    assert_eq!(checked("on_stop = \"remove\"").on_stop, OnStop::Remove);
+    assert_eq!(checked("on_stop = \"keep\"").on_stop, OnStop::Keep);
+    for bad in ["\"delete\"", "true", "\"Keep\""] {
+        let text = format!("[profiles.p]\ndisplay_name = \"P\"\nimage = \"i\"\non_stop = {bad}");
+        let err = toml::from_str::<SpawnerConfig>(&text)
+            .unwrap_err()
+            .to_string();
+        // The error shows the line; a string also gets the choices.
+        assert!(err.contains("on_stop ="), "{bad}: {err}");
+        assert!(
+            !bad.starts_with('"') || err.contains("`remove` or `keep`"),
+            "{bad}: {err}"
+        );
+    }
+}

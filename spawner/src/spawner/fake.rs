@@ -18,12 +18,40 @@ use crate::request::SpecError;
 #[derive(Debug, Default)]
 pub struct FakeSpawner {
     servers: Mutex<BTreeMap<ServerKey, ServerRecord>>,
+    /// While set, a start emits `Creating` and then waits forever: a start under way, for
+    /// tests of cancelling one.
+    hold_starts: std::sync::atomic::AtomicBool,
 }
 
 impl FakeSpawner {
     /// A spawner with no servers.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes every later start wait forever after `Creating` (`true`), or finish at once.
+    pub fn hold_starts(&self, hold: bool) {
+        self.hold_starts
+            .store(hold, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Makes a server exit on its own with `exit_code`, as a crash or an OOM kill would: it
+    /// stays listed, stopped, until stopped. `false` when there is no such server.
+    pub fn exit(&self, key: &ServerKey, exit_code: i64) -> bool {
+        match self.servers().get_mut(key) {
+            Some(record) => {
+                record.status = ServerStatus::Stopped {
+                    exit_code: Some(exit_code),
+                };
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lists a running server as if something other than this process had started it.
+    pub fn insert_running(&self, record: ServerRecord) {
+        self.servers().insert(record.key.clone(), record);
     }
 
     fn servers(&self) -> std::sync::MutexGuard<'_, BTreeMap<ServerKey, ServerRecord>> {
@@ -54,6 +82,10 @@ impl Spawner for FakeSpawner {
                         profile: request.profile.id.to_string(),
                     },
                 });
+            }
+            if self.hold_starts.load(std::sync::atomic::Ordering::SeqCst) {
+                progress.emit(ProgressEvent::Creating);
+                std::future::pending::<()>().await;
             }
             let mut servers = self.servers();
             if let Some(record) = servers.get(&key)

@@ -162,3 +162,96 @@ fn spawner_tables_pass_through() {
     let config = FileConfig::parse("[docker]\ninstance = \"lab\"\n").unwrap();
     assert_eq!(config.spawner.docker.instance, "lab");
 }
+
+#[test]
+fn the_embedded_configuration_is_valid_and_has_one_default_profile() {
+    let file = FileConfig::embedded().unwrap();
+    let spawner = file.spawner.validate().unwrap();
+    assert_eq!(
+        spawner
+            .profiles
+            .keys()
+            .map(|id| id.as_str())
+            .collect::<Vec<_>>(),
+        ["default"]
+    );
+    let profile = spawner.profiles.values().next().unwrap();
+    assert_eq!(profile.image, EMBEDDED_IMAGE);
+    let hub = file.validate().unwrap();
+    assert_eq!(hub.hub.bind, SocketAddr::from(([127, 0, 0, 1], 8000)));
+    assert!(hub.local.enabled);
+}
+
+#[test]
+fn port_zero_needs_a_public_url() {
+    let found = problems("[hub]\nbind = \"127.0.0.1:0\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("hub.bind: port 0"), "{found:?}");
+    assert!(problems("[hub]\nbind = \"127.0.0.1:0\"\npublic_url = \"http://h:80\"\n").is_empty());
+}
+
+#[test]
+fn servers_api_url_is_checked_and_completed() {
+    let url = |value: &str| {
+        FileConfig::parse(&format!("[hub]\nservers_api_url = \"{value}\"\n"))
+            .unwrap()
+            .validate()
+            .map(|c| c.hub.servers_api_url)
+            .map_err(|e| e.problems[0].to_string())
+    };
+    for (given, completed) in [
+        ("http://gantry.lab:8081", "http://gantry.lab:8081/hub/api"),
+        ("http://gantry.lab:8081/", "http://gantry.lab:8081/hub/api"),
+        (
+            "https://hub.example.org/hub/api/",
+            "https://hub.example.org/hub/api",
+        ),
+        (
+            "http://10.0.0.5/gantry/hub/api",
+            "http://10.0.0.5/gantry/hub/api",
+        ),
+    ] {
+        assert_eq!(url(given), Ok(Some(completed.to_owned())), "{given}");
+    }
+    for bad in [
+        "gantry.lab:8081",
+        "ftp://gantry.lab/",
+        "http://gantry.lab/api",
+        "http://u:p@h/",
+    ] {
+        let problem = url(bad).unwrap_err();
+        assert!(problem.starts_with("hub.servers_api_url: "), "{problem}");
+        assert!(problem.contains("(fix: "), "{problem}");
+    }
+    // Docker keeps its default: no URL needed, the gateway's is used.
+    let config = FileConfig::parse("").unwrap().validate().unwrap();
+    assert_eq!(config.hub.servers_api_url, None);
+    assert_eq!(config.hub.servers_api_bind, None);
+}
+
+#[test]
+fn mesos_needs_a_servers_api_url() {
+    let mesos = "[mesos]\nmasters = [\"http://m:5050\"]\n";
+    let found = problems(mesos);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("hub.servers_api_url: is required with [mesos]"),
+        "{found:?}"
+    );
+    assert!(found[0].contains("(fix: set it to"), "{found:?}");
+    let config = FileConfig::parse(&format!(
+        "[hub]\nservers_api_url = \"http://10.1.2.3:8081\"\n\
+         servers_api_bind = \"10.1.2.3:8081\"\n{mesos}"
+    ))
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(
+        config.hub.servers_api_url.as_deref(),
+        Some("http://10.1.2.3:8081/hub/api")
+    );
+    assert_eq!(
+        config.hub.servers_api_bind,
+        Some(SocketAddr::from(([10, 1, 2, 3], 8081)))
+    );
+}

@@ -166,3 +166,73 @@ fn roles() {
         assert!(!super::is_role(bad), "{bad}");
     }
 }
+
+#[test]
+fn secret_file_is_left_for_the_binary_to_read() {
+    let mut s = parse(
+        "[mesos]\nmasters = [\"http://m:5050\"]\nprincipal = \"gantry\"\n\
+         secret_file = \"/etc/gantry/mesos-secret\"\n",
+    )
+    .validate()
+    .unwrap()
+    .mesos
+    .unwrap();
+    assert_eq!(s.credentials, None, "the crate reads no file");
+    assert_eq!(
+        s.unread_secret,
+        Some(super::UnreadSecret {
+            principal: "gantry".to_owned(),
+            path: "/etc/gantry/mesos-secret".into(),
+        })
+    );
+    assert!(s.supply_secret("from-the-file".to_owned()));
+    assert_eq!(s.unread_secret, None);
+    let c = s.credentials.as_ref().unwrap();
+    assert_eq!(
+        (c.principal.as_str(), c.secret.as_str()),
+        ("gantry", "from-the-file")
+    );
+    assert!(
+        !s.supply_secret("again".to_owned()),
+        "nothing is waiting any more"
+    );
+    assert_eq!(s.credentials.as_ref().unwrap().secret, "from-the-file");
+}
+
+#[test]
+fn secret_and_secret_file_exclude_each_other_and_need_a_principal() {
+    let problems = |mesos: &str| -> Vec<String> {
+        parse(&format!("[mesos]\nmasters = [\"http://m:5050\"]\n{mesos}"))
+            .validate()
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(
+        problems("principal = \"p\"\nsecret = \"s\"\nsecret_file = \"/f\"\n"),
+        [
+            "mesos.secret_file: is set together with mesos.secret (fix: keep one: secret_file \
+          keeps the secret out of the configuration file)"
+        ]
+    );
+    assert_eq!(
+        problems("secret_file = \"/f\"\n"),
+        ["mesos.principal: is missing while secret_file is set (fix: set both, or neither)"]
+    );
+    assert_eq!(
+        problems("principal = \"p\"\n"),
+        [
+            "mesos.secret: is missing while principal is set (fix: set secret_file to a file \
+          holding the principal's secret (or secret inline), or remove principal)"
+        ]
+    );
+    assert_eq!(
+        problems("principal = \"p\"\nsecret_file = \"\"\n"),
+        [
+            "mesos.secret_file: is empty (fix: write the path of a file holding the principal's \
+          secret, e.g. \"/etc/gantry/mesos-secret\")"
+        ]
+    );
+}

@@ -9,10 +9,9 @@ use crate::config::{SpawnerConfig, ValidatedConfig};
 use crate::mesos::proto::{Id, Range, Ranges, Resource, ValueType};
 use crate::names::{Identity, ProfileId, ServerName};
 
+/// A `[mesos]` configuration without `docker.spark_driver_host`, which Mesos does not need.
 fn config(profiles: &str) -> ValidatedConfig {
-    let text = format!(
-        "[docker]\nspark_driver_host = \"10.0.0.5\"\n[mesos]\nmasters = [\"http://m:5050\"]\nkill_grace = \"15s\"\n{profiles}"
-    );
+    let text = format!("[mesos]\nmasters = [\"http://m:5050\"]\nkill_grace = \"15s\"\n{profiles}");
     toml::from_str::<SpawnerConfig>(&text)
         .unwrap()
         .validate()
