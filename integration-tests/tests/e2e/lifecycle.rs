@@ -241,7 +241,8 @@ async fn a_server_that_dies_is_noticed_unrouted_and_shown_to_its_user() -> anyho
             Ok(home.contains("exit code 137").then_some(home))
         },
     )
-    .await?;
+    .await
+    .with_context(|| gantry.log_text())?;
     assert!(home.contains("stopped on its own"), "{home}");
     let gone = alice.get(format!("{base}/user/alice/")).send().await?;
     assert_eq!(gone.status(), 503, "the dead server's route is gone");

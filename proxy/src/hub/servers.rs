@@ -316,14 +316,25 @@ impl Servers {
             if running.contains_key(&key) {
                 continue;
             }
-            let status = records
+            // A listing may not carry the exit code (Docker's does not); the server's own
+            // status does.
+            let listed = records
                 .iter()
                 .find(|r| r.key == key)
                 .map_or(ServerStatus::Absent, |r| r.status.clone());
+            let status = match listed {
+                ServerStatus::Stopped { exit_code: None } => {
+                    self.spawner.status(&key).await.unwrap_or(listed)
+                }
+                other => other,
+            };
             let message = match &status {
                 ServerStatus::Stopped {
                     exit_code: Some(code),
                 } => format!("the server stopped on its own (exit code {code})"),
+                ServerStatus::Stopped { exit_code: None } => {
+                    "the server stopped on its own".to_owned()
+                }
                 ServerStatus::Absent => "the server's container is gone".to_owned(),
                 other => format!("the server stopped answering (the backend says {other:?})"),
             };
@@ -781,7 +792,14 @@ impl Servers {
                         let text = "data: {\"progress\": 100, \"ready\": true, \"message\": \"Server ready\"}\n\n";
                         return Some((Ok(Frame::data(Bytes::from(text))), (entry, 1, true)));
                     }
-                    Phase::Ready { .. } | Phase::Failed { .. } => return None,
+                    // The last event is pushed before the phase changes: one that arrived
+                    // since the read above is sent before the stream ends.
+                    Phase::Ready { .. } | Phase::Failed { .. } => {
+                        if entry.events_from(index).is_empty() {
+                            return None;
+                        }
+                        continue;
+                    }
                     Phase::Starting | Phase::Stopping => {}
                 }
                 if version.changed().await.is_err() {

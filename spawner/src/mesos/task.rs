@@ -159,6 +159,14 @@ pub fn task_info(
     }
     env.extend(request.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.insert("GANTRY_PORT".into(), listen_port.to_string());
+    // jupyterhub-singleuser listens where JUPYTERHUB_SERVICE_URL says; the hub writes the
+    // container's usual port, which a task on the agent's own network must not take.
+    if let Some(service) = env.get_mut("JUPYTERHUB_SERVICE_URL")
+        && let Ok(mut parsed) = url::Url::parse(service)
+        && parsed.set_port(Some(listen_port)).is_ok()
+    {
+        *service = parsed.to_string();
+    }
     env.insert("PORT0".into(), host_port.to_string());
     let environment = Environment {
         variables: env

@@ -23,7 +23,13 @@ fn request(config: &ValidatedConfig, profile: &str) -> SpawnRequest {
         identity: Identity::new("alice"),
         server: ServerName::new("lab").unwrap(),
         profile: config.profiles[&ProfileId::new(profile).unwrap()].clone(),
-        env: BTreeMap::from([("JUPYTERHUB_API_TOKEN".to_owned(), "tok".to_owned())]),
+        env: BTreeMap::from([
+            ("JUPYTERHUB_API_TOKEN".to_owned(), "tok".to_owned()),
+            (
+                "JUPYTERHUB_SERVICE_URL".to_owned(),
+                "http://0.0.0.0:8888/user/alice/lab/".to_owned(),
+            ),
+        ]),
     }
 }
 
@@ -191,6 +197,10 @@ fn gpu_profiles_use_the_mesos_containerizer_with_a_docker_image() {
     assert_eq!(
         env["GANTRY_PORT"], "31007",
         "host networking: listen on the host port"
+    );
+    assert_eq!(
+        env["JUPYTERHUB_SERVICE_URL"], "http://0.0.0.0:31007/user/alice/lab/",
+        "jupyterhub-singleuser listens on the host port too"
     );
     assert!(!env.contains_key("NVIDIA_VISIBLE_DEVICES"));
     assert!(
