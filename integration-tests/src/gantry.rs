@@ -168,14 +168,26 @@ impl TestGantry {
         self.process.take().and_then(|mut process| process.stop())
     }
 
-    /// Logs `user` in with the local form, as a browser does; returns the client (holding
-    /// the session cookie) and the session's CSRF token from the home page.
+    /// Logs `user` in with the local form in a new [`browser_client`]; returns the client
+    /// (holding the session cookie) and the session's CSRF token from the home page.
     pub async fn login(
         &self,
         user: &str,
         password: &str,
     ) -> anyhow::Result<(reqwest::Client, String)> {
         let client = browser_client()?;
+        let xsrf = self.login_with(&client, user, password).await?;
+        Ok((client, xsrf))
+    }
+
+    /// Logs `user` in with the local form, as a browser does, in `client` (which must keep
+    /// cookies and not follow redirects); returns the session's CSRF token from the home page.
+    pub async fn login_with(
+        &self,
+        client: &reqwest::Client,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<String> {
         let page = client
             .get(format!("{}/hub/login", self.url()))
             .send()
@@ -200,8 +212,7 @@ impl TestGantry {
             .get(format!("{}/hub/home", self.url()))
             .send()
             .await?;
-        let xsrf = xsrf_field(&home.text().await?)?;
-        Ok((client, xsrf))
+        xsrf_field(&home.text().await?)
     }
 
     /// Stops and starts again on the same port and data.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use gantry_integration_tests::{
-    DockerCleanup, OidcMock, TestGantry, browser_client, ensure_busybox_image, xsrf_field,
+    DockerCleanup, OidcMock, TestGantry, browser_client, ensure_busybox_image,
 };
 use reqwest::{Client, Method, Response};
 use serde_json::{Value, json};
@@ -18,29 +18,7 @@ const ADMIN_TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef01234
 
 /// Logs `user` in with the login form; returns the browser and its session's CSRF token.
 async fn login(gantry: &TestGantry, user: &str) -> anyhow::Result<(Client, String)> {
-    let client = browser_client()?;
-    let page = client
-        .get(format!("{}/hub/login", gantry.url()))
-        .send()
-        .await?;
-    let xsrf = xsrf_field(&page.text().await?)?;
-    let response = client
-        .post(format!("{}/hub/login", gantry.url()))
-        .header("origin", gantry.url())
-        .form(&[
-            ("_xsrf", xsrf.as_str()),
-            ("username", user),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await?;
-    ensure!(response.status() == 303, "login: {}", response.status());
-    let home = client
-        .get(format!("{}/hub/home", gantry.url()))
-        .send()
-        .await?;
-    let xsrf = xsrf_field(&home.text().await?)?;
-    Ok((client, xsrf))
+    gantry.login(user, PASSWORD).await
 }
 
 /// Calls the API with the admin token; returns the status and the JSON body (null if none).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use gantry_integration_tests::{DockerCleanup, TestGantry, ensure_busybox_image, xsrf_field};
+use gantry_integration_tests::{DockerCleanup, TestGantry, ensure_busybox_image};
 use reqwest::Client;
 use reqwest::cookie::Jar;
 use serde_json::Value;
@@ -59,27 +59,7 @@ async fn login(gantry: &TestGantry, user: &str) -> anyhow::Result<(Client, Arc<J
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
         .build()?;
-    let page = client
-        .get(format!("{}/hub/login", gantry.url()))
-        .send()
-        .await?;
-    let xsrf = xsrf_field(&page.text().await?)?;
-    let response = client
-        .post(format!("{}/hub/login", gantry.url()))
-        .header("origin", gantry.url())
-        .form(&[
-            ("_xsrf", xsrf.as_str()),
-            ("username", user),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await?;
-    ensure!(response.status() == 303, "login: {}", response.status());
-    let home = client
-        .get(format!("{}/hub/home", gantry.url()))
-        .send()
-        .await?;
-    let xsrf = xsrf_field(&home.text().await?)?;
+    let xsrf = gantry.login_with(&client, user, PASSWORD).await?;
     Ok((client, jar, xsrf))
 }
 

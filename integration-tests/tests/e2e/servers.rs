@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use gantry_integration_tests::{
-    DockerCleanup, TestGantry, browser_client, ensure_busybox_image, xsrf_field,
-};
+use gantry_integration_tests::{DockerCleanup, TestGantry, browser_client, ensure_busybox_image};
 use reqwest::Client;
 use serde_json::{Value, json};
 
@@ -26,29 +24,7 @@ fn gantry_with_profile(instance: &str, image: &str) -> anyhow::Result<TestGantry
 }
 
 async fn login(gantry: &TestGantry, user: &str) -> anyhow::Result<(Client, String)> {
-    let client = browser_client()?;
-    let page = client
-        .get(format!("{}/hub/login", gantry.url()))
-        .send()
-        .await?;
-    let xsrf = xsrf_field(&page.text().await?)?;
-    let response = client
-        .post(format!("{}/hub/login", gantry.url()))
-        .header("origin", gantry.url())
-        .form(&[
-            ("_xsrf", xsrf.as_str()),
-            ("username", user),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await?;
-    ensure!(response.status() == 303, "login: {}", response.status());
-    let home = client
-        .get(format!("{}/hub/home", gantry.url()))
-        .send()
-        .await?;
-    let xsrf = xsrf_field(&home.text().await?)?;
-    Ok((client, xsrf))
+    gantry.login(user, PASSWORD).await
 }
 
 /// Reads the progress stream to its end; returns every event.

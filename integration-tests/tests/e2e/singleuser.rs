@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
-use gantry_integration_tests::{DockerCleanup, TestGantry, browser_client, xsrf_field};
+use anyhow::Context;
+use gantry_integration_tests::{DockerCleanup, TestGantry, browser_client, follow_redirects};
 use reqwest::{Client, StatusCode};
 use serde_json::json;
 
@@ -15,52 +15,7 @@ use crate::notebook::notebook_image;
 const PASSWORD: &str = "correct horse battery";
 
 async fn login(gantry: &TestGantry, client: &Client, user: &str) -> anyhow::Result<String> {
-    let page = client
-        .get(format!("{}/hub/login", gantry.url()))
-        .send()
-        .await?;
-    let xsrf = xsrf_field(&page.text().await?)?;
-    let response = client
-        .post(format!("{}/hub/login", gantry.url()))
-        .header("origin", gantry.url())
-        .form(&[
-            ("_xsrf", xsrf.as_str()),
-            ("username", user),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await?;
-    ensure!(response.status() == 303, "login: {}", response.status());
-    let home = client
-        .get(format!("{}/hub/home", gantry.url()))
-        .send()
-        .await?;
-    xsrf_field(&home.text().await?)
-}
-
-/// Follows redirects by hand (same origin only), returning the last response and the path
-/// of every hop.
-async fn follow(
-    client: &Client,
-    base: &str,
-    start: &str,
-) -> anyhow::Result<(reqwest::Response, Vec<String>)> {
-    let mut hops = vec![start.to_owned()];
-    let mut url = format!("{base}{start}");
-    for _ in 0..10 {
-        let response = client.get(&url).send().await?;
-        if !response.status().is_redirection() {
-            return Ok((response, hops));
-        }
-        let location = response.headers()["location"].to_str()?.to_owned();
-        ensure!(
-            location.starts_with('/'),
-            "a redirect left the origin: {location}"
-        );
-        hops.push(location.clone());
-        url = format!("{base}{location}");
-    }
-    anyhow::bail!("too many redirects: {hops:#?}")
+    gantry.login_with(client, user, PASSWORD).await
 }
 
 #[tokio::test]
@@ -105,7 +60,7 @@ async fn jupyterhub_singleuser_logs_in_through_gantry_and_serves_jupyterlab() ->
 
     // The browser opens JupyterLab: the single-user server sends it through gantry's OAuth
     // provider and back, then serves the page.
-    let (lab, hops) = follow(&alice, &base, "/user/alice/lab").await?;
+    let (lab, hops) = follow_redirects(&alice, &base, "/user/alice/lab").await?;
     assert_eq!(
         lab.status(),
         StatusCode::OK,
