@@ -179,20 +179,7 @@ impl Hub {
         &self,
         request: Request<Incoming>,
     ) -> Result<(Session, String, Form), HubError> {
-        let (parts, body) = request.into_parts();
-        let caller = self
-            .caller(&parts.headers)
-            .await?
-            .ok_or(HubError::Unauthenticated)?;
-        let form = self
-            .read_checked_form(&parts, body, |p, f| {
-                self.check_csrf(
-                    p,
-                    f.and_then(|f| f.get(gantry_auth::csrf::XSRF_FIELD)),
-                    &caller,
-                )
-            })
-            .await?;
+        let (caller, form) = self.caller_form(request).await?;
         match caller {
             Caller::Session { session, secret } if session.user.admin => {
                 Ok((session, secret, form))

@@ -136,6 +136,30 @@ impl Hub {
         Ok(form)
     }
 
+    /// The caller behind a state-changing form and the form, after the session CSRF check:
+    /// the preamble of every page form a signed-in user posts (401 without a caller, 403 on a
+    /// failed check).
+    pub(super) async fn caller_form(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<(Caller, Form), HubError> {
+        let (parts, body) = request.into_parts();
+        let caller = self
+            .caller(&parts.headers)
+            .await?
+            .ok_or(HubError::Unauthenticated)?;
+        let form = self
+            .read_checked_form(&parts, body, |p, f| {
+                self.check_csrf(
+                    p,
+                    f.and_then(|f| f.get(gantry_auth::csrf::XSRF_FIELD)),
+                    &caller,
+                )
+            })
+            .await?;
+        Ok((caller, form))
+    }
+
     pub(super) async fn local_login(
         &self,
         request: Request<Incoming>,
@@ -555,20 +579,7 @@ impl Hub {
         &self,
         request: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, HubError> {
-        let (parts, body) = request.into_parts();
-        let caller = self
-            .caller(&parts.headers)
-            .await?
-            .ok_or(HubError::Unauthenticated)?;
-        let form = self
-            .read_checked_form(&parts, body, |p, f| {
-                self.check_csrf(
-                    p,
-                    f.and_then(|f| f.get(gantry_auth::csrf::XSRF_FIELD)),
-                    &caller,
-                )
-            })
-            .await?;
+        let (caller, form) = self.caller_form(request).await?;
         let Caller::Session { session, secret } = caller else {
             return Err(HubError::Forbidden);
         };
@@ -654,20 +665,7 @@ impl Hub {
         &self,
         request: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, HubError> {
-        let (parts, body) = request.into_parts();
-        let caller = self
-            .caller(&parts.headers)
-            .await?
-            .ok_or(HubError::Unauthenticated)?;
-        let form = self
-            .read_checked_form(&parts, body, |p, f| {
-                self.check_csrf(
-                    p,
-                    f.and_then(|f| f.get(gantry_auth::csrf::XSRF_FIELD)),
-                    &caller,
-                )
-            })
-            .await?;
+        let (caller, form) = self.caller_form(request).await?;
         let server =
             ServerName::new(form.get("server").unwrap_or("")).map_err(|_| HubError::NotFound)?;
         let key = ServerKey {

@@ -79,20 +79,7 @@ impl Hub {
         ),
         HubError,
     > {
-        let (parts, body) = request.into_parts();
-        let caller = self
-            .caller(&parts.headers)
-            .await?
-            .ok_or(HubError::Unauthenticated)?;
-        let form = self
-            .read_checked_form(&parts, body, |p, f| {
-                self.check_csrf(
-                    p,
-                    f.and_then(|f| f.get(gantry_auth::csrf::XSRF_FIELD)),
-                    &caller,
-                )
-            })
-            .await?;
+        let (caller, form) = self.caller_form(request).await?;
         match &caller {
             Caller::Session { session, secret } => {
                 Ok((session.clone(), secret.clone(), caller, form))
