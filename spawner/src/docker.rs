@@ -41,7 +41,7 @@
 //! none). Every container records a digest of what it was created from ([`SPEC_LABEL`]). The
 //! next start of the server finds it stopped and starts it again when the digest still
 //! matches what the request would create with the GPUs recorded on it and those GPUs are free
-//! ([`revival`]); the device ids are baked into its configuration, so otherwise it is removed
+//! (`revival`); the device ids are baked into its configuration, so otherwise it is removed
 //! and a new container is created (with other devices). [`DockerSpawner::recover`] keeps such
 //! containers and removes the stopped ones of profiles that remove.
 
@@ -709,7 +709,7 @@ impl DockerSpawner {
     }
 
     /// The stopped container `c` of `request`'s server (kept by its profile, or stopped on its
-    /// own): books its GPUs again and returns its id when it can start as it is ([`revival`]);
+    /// own): books its GPUs again and returns its id when it can start as it is (`revival`);
     /// otherwise removes it and returns `None`, for a new one to be created.
     async fn revive(
         &self,
@@ -912,7 +912,7 @@ impl DockerSpawner {
 
     /// Rebuilds the GPU book from the labels of this instance's containers that run or are
     /// being started (a stopped container holds no devices: when it starts again it books
-    /// them anew, see [`revival`]) and replaces this process's book with it; returns the
+    /// them anew, see `revival`) and replaces this process's book with it; returns the
     /// result. Call it after a restart.
     pub async fn rebuild_gpu_allocations(&self) -> Result<GpuAllocations, SpawnError> {
         let containers = self.labelled().await?;
