@@ -30,10 +30,10 @@ pub use oidc::{
     OidcProvider, PendingLogin, pkce_challenge_s256,
 };
 pub use password::{PasswordError, PasswordHash, PasswordParams, Passwords};
-pub use ratelimit::{LimitError, Limited, LoginLimiter, LoginLimits, RetryAfter};
+pub use ratelimit::{LimitError, Limited, LoginLimiter, LoginLimits, LookupLimiter, RetryAfter};
 pub use redirect::{RedirectError, SafeRedirect, safe_next};
 pub use scope::{Action, Owner, Scope, ScopeError, Scopes};
-pub use secret::{RandomnessError, Secret, SecretHash};
+pub use secret::{RandomnessError, Secret, SecretHash, SecretKey};
 pub use store::{Store, StoreError, StoreOptions, UnixIds};
 
 /// Every error this crate returns, for callers that handle them in one place.

@@ -154,6 +154,42 @@ impl<C: Clock + Clone> LoginLimiter<C> {
     }
 }
 
+/// Limits how often one client address (IPv6: one /64) may make the hub look a credential
+/// up in the store: a flood of made-up session cookies or tokens is answered from memory
+/// once its burst is spent, so it cannot hammer the database. Callers whose credential is
+/// cached never count against it.
+#[derive(Debug)]
+pub struct LookupLimiter<C: Clock = DefaultClock> {
+    addresses: Keyed<IpAddr, C>,
+}
+
+impl LookupLimiter<DefaultClock> {
+    /// Allows `burst` lookups at once per address, then `per_second`.
+    pub fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+        Self::with_clock(per_second, burst, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> LookupLimiter<C> {
+    /// The same on the given clock (tests pass a fake one).
+    pub fn with_clock(per_second: NonZeroU32, burst: NonZeroU32, clock: C) -> Self {
+        let quota = Quota::per_second(per_second).allow_burst(burst);
+        Self {
+            addresses: RateLimiter::dashmap_with_clock(quota, clock),
+        }
+    }
+
+    /// Counts one store lookup for `address`; `false` means refuse without looking.
+    pub fn check(&self, address: IpAddr) -> bool {
+        self.addresses.check_key(&address_key(address)).is_ok()
+    }
+
+    /// Forgets addresses whose limit has fully recovered. Call it periodically.
+    pub fn prune(&self) {
+        self.addresses.retain_recent();
+    }
+}
+
 /// The key for an address: IPv4 (IPv4-mapped IPv6 included) as is, IPv6 by its /64.
 fn address_key(address: IpAddr) -> IpAddr {
     match address {

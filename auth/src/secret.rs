@@ -117,6 +117,42 @@ impl fmt::Debug for SecretHash {
     }
 }
 
+/// A presented secret reduced to what a lookup needs: its public prefix and its hash. Caches
+/// key on this, so the secret itself is never kept once a request is answered.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SecretKey {
+    prefix: String,
+    hash: SecretHash,
+}
+
+impl SecretKey {
+    /// The key of a presented secret; `None` when it is not [`well_formed`] (no stored
+    /// secret can match it).
+    pub fn of(presented: &str) -> Option<Self> {
+        let prefix = prefix_of(presented)?;
+        Some(Self {
+            prefix: prefix.to_owned(),
+            hash: SecretHash::of(presented),
+        })
+    }
+
+    /// The public lookup prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The hash.
+    pub fn hash(&self) -> &SecretHash {
+        &self.hash
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey({}…)", self.prefix)
+    }
+}
+
 /// The operating system could not supply random bytes.
 #[derive(Debug, thiserror::Error)]
 #[error("the operating system's random source failed")]

@@ -38,7 +38,7 @@ use sqlx::sqlite::{
 use crate::names::UserName;
 use crate::password::PasswordHash;
 use crate::scope::Scopes;
-use crate::secret::{RandomnessError, Secret, SecretHash, prefix_of};
+use crate::secret::{RandomnessError, Secret, SecretHash, SecretKey, prefix_of};
 
 /// `last_seen` / `last_used` are updated only when they are at least this many seconds old.
 pub const ACTIVITY_RESOLUTION_SECS: i64 = 60;
@@ -925,15 +925,29 @@ impl Store {
         presented: &str,
         now: Timestamp,
     ) -> Result<Option<Session>, StoreError> {
+        match SecretKey::of(presented) {
+            Some(key) => self.session_by_key(&key, now).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`Store::session`] for a secret already reduced to its [`SecretKey`]: how a cache
+    /// checks a session again without keeping its secret.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`].
+    pub async fn session_by_key(
+        &self,
+        key: &SecretKey,
+        now: Timestamp,
+    ) -> Result<Option<Session>, StoreError> {
         const SQL: &str = "SELECT s.created, s.expires, s.last_seen, \
                            u.id, u.name, u.password_hash, u.admin, u.approved, u.created \
                            FROM sessions s JOIN users u ON u.id = s.user_id \
                            WHERE s.id_hash = $1 AND s.expires > $2";
         const TOUCH: &str = "UPDATE sessions SET last_seen = $1 WHERE id_hash = $2";
-        if prefix_of(presented).is_none() {
-            return Ok(None);
-        }
-        let hash = SecretHash::of(presented);
+        let hash = key.hash();
         let now = now.as_second();
         let row: Option<SessionRow> = on_db!(self, |pool| {
             sqlx::query_as(SQL)
@@ -1189,16 +1203,30 @@ impl Store {
         presented: &str,
         now: Timestamp,
     ) -> Result<Option<TokenAuth>, StoreError> {
+        match SecretKey::of(presented) {
+            Some(key) => self.token_by_key(&key, now).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`Store::token`] for a secret already reduced to its [`SecretKey`]: how a cache checks
+    /// a token again without keeping its secret.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`].
+    pub async fn token_by_key(
+        &self,
+        key: &SecretKey,
+        now: Timestamp,
+    ) -> Result<Option<TokenAuth>, StoreError> {
         const SQL: &str = "SELECT t.id, t.prefix, t.hash, t.user_id, t.scopes, t.note, \
                            t.created, t.expires, t.last_used, \
                            u.id, u.name, u.password_hash, u.admin, u.approved, u.created \
                            FROM api_tokens t JOIN users u ON u.id = t.user_id \
                            WHERE t.prefix = $1";
         const TOUCH: &str = "UPDATE api_tokens SET last_used = $1 WHERE id = $2";
-        let Some(prefix) = prefix_of(presented) else {
-            return Ok(None);
-        };
-        let hash = SecretHash::of(presented);
+        let (prefix, hash) = (key.prefix(), key.hash());
         let now = now.as_second();
         let rows: Vec<TokenUserRow> = on_db!(self, |pool| {
             sqlx::query_as(SQL).bind(prefix).fetch_all(pool).await
@@ -1210,7 +1238,7 @@ impl Store {
             let (token, user) = split_token_user(row);
             let stored = SecretHash::from_stored(token.2.clone())
                 .ok_or_else(|| corrupt("token hash")("not 64 hex digits".into()))?;
-            if stored.matches(&hash) {
+            if stored.matches(hash) {
                 found = Some((token, user));
             }
         }

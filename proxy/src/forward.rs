@@ -4,11 +4,16 @@
 //! 1. health check (`/_chp_healthz`, as CHP) answered before anything else;
 //! 2. path safety ([`crate::path::canonical_path`]): an ambiguous path is answered 400 here
 //!    and reaches no upstream;
-//! 3. route lookup on the decoded path (and host, in host-routing mode); no route → 404;
-//! 4. headers rewritten ([`crate::headers`]), the raw path forwarded under the target;
-//! 5. the upstream's response streamed back, and activity recorded on the route (one atomic
-//!    store) when the status is below 300; on `101 Switching Protocols` both upgraded
-//!    connections are joined by a tunnel (the private `tunnel` module).
+//! 3. route lookup on the decoded path (and host, in host-routing mode); no route → 404, or
+//!    the gate's answer for unrouted paths ([`Gate::unrouted`]);
+//! 4. the access check of the route that matched: an owned route asks the [`Gate`], which
+//!    passes the request or answers it (login, 403, 404); an open route passes;
+//! 5. headers rewritten ([`crate::headers`]), the front tier's private cookies removed
+//!    ([`PrivateCookies`]), the raw path forwarded under the target;
+//! 6. the upstream's response streamed back without `Set-Cookie`s naming private cookies, and
+//!    activity recorded on the route (one atomic store) when the status is below 300; on
+//!    `101 Switching Protocols` both upgraded connections are joined by a tunnel (the private
+//!    `tunnel` module), which also ends when the gate's [`Lease`] does.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,9 +30,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::ProxyConfig;
 use crate::errors::{ProxyError, ResponseBody, builtin_response};
+use crate::gate::{Access, Admission, Gate, Lease};
 use crate::headers::{ClientSide, is_upgrade, prepare_request_headers, remove_hop_by_hop};
 use crate::metrics::Metrics;
 use crate::path::canonical_path;
+use crate::private_cookies::PrivateCookies;
 use crate::routes::{Route, RouteTable, Target};
 use crate::server::{ConnInfo, Handler};
 use crate::tunnel;
@@ -39,13 +46,18 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 /// How long the error-target hook may take before the built-in page is used.
 const ERROR_TARGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The routing reverse proxy: the route table, the pooled upstream client and the metrics.
+/// The routing reverse proxy: the route table, the pooled upstream client, the gate for owned
+/// routes, the private cookies and the metrics.
 #[derive(Debug)]
 pub struct Proxy {
     table: Arc<RouteTable>,
     config: ProxyConfig,
     client: UpstreamClient,
     metrics: Metrics,
+    /// Checks requests on owned routes; without one, owned routes answer 404.
+    gate: Option<Arc<dyn Gate>>,
+    /// Cookies that never cross to an upstream; `None` in CHP mode.
+    private_cookies: Option<PrivateCookies>,
 }
 
 impl Proxy {
@@ -73,7 +85,24 @@ impl Proxy {
             config,
             client,
             metrics,
+            gate: None,
+            private_cookies: None,
         }
+    }
+
+    /// Puts `gate` in front of every owned route, and lets it answer unrouted paths.
+    #[must_use]
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Keeps `cookies` from every upstream: removed from requests, and `Set-Cookie`s naming
+    /// them removed from responses.
+    #[must_use]
+    pub fn with_private_cookies(mut self, cookies: PrivateCookies) -> Self {
+        self.private_cookies = Some(cookies);
+        self
     }
 
     /// The route table this proxy reads.
@@ -89,6 +118,12 @@ impl Proxy {
         let route = match self.route(&request) {
             Ok(route) => route,
             Err(error) => {
+                if let (ProxyError::NoRoute, Some(gate)) = (&error, &self.gate)
+                    && let Ok(path) = canonical_path(request.uri().path())
+                    && let Some(response) = gate.unrouted(&request, conn, &path).await
+                {
+                    return Ok(response);
+                }
                 return Err(Failure::new(
                     error,
                     request.headers(),
@@ -96,10 +131,30 @@ impl Proxy {
                 ));
             }
         };
+        let upgrade = request.version() == Version::HTTP_11 && is_upgrade(request.headers());
+        // The access check runs on the route that matched, whatever spelling reached it.
+        let lease = match route.access() {
+            Access::Open => None,
+            Access::Owned(owner) => {
+                let Some(gate) = &self.gate else {
+                    return Err(Failure::new(
+                        ProxyError::NoRoute,
+                        request.headers(),
+                        request.uri().clone(),
+                    ));
+                };
+                match gate.admit(&request, conn, owner, upgrade).await {
+                    Admission::Pass(lease) => lease,
+                    Admission::Refuse(response) => {
+                        self.metrics.gate_refusals.inc();
+                        return Ok(response);
+                    }
+                }
+            }
+        };
         let host = request_host(&request).and_then(|h| HeaderValue::from_str(h).ok());
         let accept = request.headers().get(header::ACCEPT).cloned();
 
-        let upgrade = request.version() == Version::HTTP_11 && is_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let uri = match route.target().upstream_uri(path_and_query) {
@@ -123,6 +178,9 @@ impl Proxy {
             host: host.as_ref().and_then(|h| h.to_str().ok()),
         };
         prepare_request_headers(&mut parts.headers, &client_side, upgrade);
+        if let Some(private) = &self.private_cookies {
+            private.strip_request(&mut parts.headers);
+        }
         let original_uri = std::mem::replace(&mut parts.uri, uri);
         parts.version = Version::HTTP_11;
         let upstream_request = Request::from_parts(parts, Either::Left(body));
@@ -163,9 +221,16 @@ impl Proxy {
             route.touch();
         }
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let Some(private) = &self.private_cookies {
+            let blocked = private.filter_response(response.headers_mut());
+            if blocked > 0 {
+                self.metrics.blocked_set_cookies.inc_by(blocked as u64);
+                tracing::warn!(route = %route.prefix(), blocked, "an upstream tried to set gantry's own cookies; removed");
+            }
+        }
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            self.spawn_tunnel(client_upgrade, upstream_upgrade, route);
+            self.spawn_tunnel(client_upgrade, upstream_upgrade, route, lease);
         }
         remove_hop_by_hop(response.headers_mut(), switching && upgrade);
         Ok(response.map(Either::Left))
@@ -194,6 +259,7 @@ impl Proxy {
         client: hyper::upgrade::OnUpgrade,
         upstream: hyper::upgrade::OnUpgrade,
         route: Arc<Route>,
+        lease: Option<Arc<Lease>>,
     ) {
         let open = self.metrics.open_websockets.clone();
         // Read now, before the handshake completes: a logout in between closes this tunnel too.
@@ -208,7 +274,7 @@ impl Proxy {
             };
             open.inc();
             let prefix = route.prefix().clone();
-            if let Err(error) = tunnel::run(client, upstream, route, epoch).await {
+            if let Err(error) = tunnel::run(client, upstream, route, epoch, lease).await {
                 tracing::debug!(route = %prefix, %error, "tunnel ended with an error");
             }
             open.dec();

@@ -13,10 +13,12 @@ pub mod api;
 pub mod config;
 pub mod errors;
 pub mod forward;
+pub mod gate;
 pub mod headers;
 pub mod hub;
 pub mod metrics;
 pub mod path;
+pub mod private_cookies;
 pub mod routes;
 pub mod server;
 mod tunnel;
@@ -26,4 +28,5 @@ mod boundary;
 
 pub use config::ProxyConfig;
 pub use forward::Proxy;
+pub use gate::{Access, Admission, Gate, Lease, RouteOwner};
 pub use routes::{Route, RouteChange, RoutePrefix, RouteTable, Target};

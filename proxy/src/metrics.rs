@@ -20,6 +20,11 @@ pub struct Metrics {
     pub open_websockets: IntGauge,
     /// Requests refused before routing because their path was ambiguous.
     pub rejected_paths: IntCounter,
+    /// Upstream `Set-Cookie` headers removed because they named one of the front tier's own
+    /// cookies.
+    pub blocked_set_cookies: IntCounter,
+    /// Requests to owned routes the gate refused.
+    pub gate_refusals: IntCounter,
 }
 
 impl Metrics {
@@ -59,12 +64,24 @@ impl Metrics {
             "Requests answered 400 before routing because their path was ambiguous.",
         )
         .expect("static metric definition");
+        let blocked_set_cookies = IntCounter::new(
+            "gantry_proxy_blocked_set_cookies_total",
+            "Upstream Set-Cookie headers removed because they named one of gantry's own cookies.",
+        )
+        .expect("static metric definition");
+        let gate_refusals = IntCounter::new(
+            "gantry_proxy_gate_refusals_total",
+            "Requests to a user's server that the gate answered itself (login, 403 or 404).",
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(by_class) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_latency.clone()),
             Box::new(routes.clone()),
             Box::new(open_websockets.clone()),
             Box::new(rejected_paths.clone()),
+            Box::new(blocked_set_cookies.clone()),
+            Box::new(gate_refusals.clone()),
         ] {
             registry
                 .register(collector)
@@ -77,6 +94,8 @@ impl Metrics {
             routes,
             open_websockets,
             rejected_paths,
+            blocked_set_cookies,
+            gate_refusals,
         }
     }
 

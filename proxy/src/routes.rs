@@ -24,6 +24,7 @@ use http::uri::{Authority, Scheme};
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
+use crate::gate::{Access, RouteOwner};
 use crate::path::{PathError, canonical_path};
 
 #[cfg(test)]
@@ -200,12 +201,14 @@ fn is_link_local(host: &str) -> bool {
     }
 }
 
-/// One route: a prefix, its target, the extra data the API caller stored with it, and when it
-/// last carried traffic.
+/// One route: a prefix, its target, who may use it, the extra data the API caller stored with
+/// it, and when it last carried traffic.
 #[derive(Debug)]
 pub struct Route {
     prefix: RoutePrefix,
     target: Target,
+    /// Who may use it: checked on every request that lands here (see [`crate::gate`]).
+    access: Access,
     /// Extra JSON fields given at creation (JupyterHub stores `user`, `server_name`, …), kept as
     /// text: compact at 100,000 routes and only parsed when the API lists routes.
     data: Option<Box<RawValue>>,
@@ -219,11 +222,26 @@ pub struct Route {
 }
 
 impl Route {
-    /// Creates a route whose last activity is now.
+    /// Creates an open route (anyone may use it, as in CHP) whose last activity is now.
     pub fn new(prefix: RoutePrefix, target: Target, data: Option<Box<RawValue>>) -> Self {
+        Self::with_access(prefix, target, data, Access::Open)
+    }
+
+    /// Creates a route to `owner`'s server: every request on it passes the gate first.
+    pub fn owned(prefix: RoutePrefix, target: Target, owner: RouteOwner) -> Self {
+        Self::with_access(prefix, target, None, Access::Owned(owner))
+    }
+
+    fn with_access(
+        prefix: RoutePrefix,
+        target: Target,
+        data: Option<Box<RawValue>>,
+        access: Access,
+    ) -> Self {
         Self {
             prefix,
             target,
+            access,
             data,
             last_activity: AtomicI64::new(now_millis()),
             tunnel_epoch: AtomicU64::new(0),
@@ -239,6 +257,11 @@ impl Route {
     /// Where the route sends requests.
     pub fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// Who may use the route.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// The extra data stored with the route, a JSON object, if any.
@@ -337,17 +360,21 @@ impl RouteTable {
     }
 
     /// Applies one change. Returns the route it replaced or removed, if any. A removed route,
-    /// or one replaced by a route with another target, closes its open tunnels; replacing a
-    /// route with the same target (JupyterHub re-adds routes) leaves them alone.
+    /// or one replaced by a route with another target or another access policy, closes its
+    /// open tunnels; replacing a route with the same target and policy (JupyterHub re-adds
+    /// routes) leaves them alone.
     pub fn apply(&self, change: RouteChange) -> Option<Arc<Route>> {
         match change {
             RouteChange::Upsert(route) => {
                 self.max_depth
                     .fetch_max(route.prefix.depth(), Ordering::Relaxed);
                 let key = route.prefix.0.clone();
-                let target = route.target.clone();
+                let (target, access) = (route.target.clone(), route.access.clone());
                 let old = self.routes.insert(key, Arc::new(route));
-                if let Some(old) = old.as_ref().filter(|old| old.target != target) {
+                if let Some(old) = old
+                    .as_ref()
+                    .filter(|old| old.target != target || old.access != access)
+                {
                     old.retire();
                 }
                 old

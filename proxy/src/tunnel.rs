@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
+use crate::gate::Lease;
 use crate::routes::Route;
 
 /// Buffer size for one read while bytes move. Allocated per burst, not per tunnel.
@@ -26,14 +27,15 @@ const HALF_CLOSE_LINGER: std::time::Duration = std::time::Duration::from_secs(30
 /// Buffer size per direction for the generic (TLS) copy.
 const GENERIC_BUFFER: usize = 4 * 1024;
 
-/// Copies bytes between the client and the upstream until either side closes or the route's
-/// tunnels opened at `epoch` are closed (see [`Route::tunnels_closed`]), touching the route's
-/// activity whenever data moves.
+/// Copies bytes between the client and the upstream until either side closes, the route's
+/// tunnels opened at `epoch` are closed (see [`Route::tunnels_closed`]) or the `lease` of the
+/// credential that opened the tunnel ends, touching the route's activity whenever data moves.
 pub(crate) async fn run(
     client: Upgraded,
     upstream: Upgraded,
     route: Arc<Route>,
     epoch: u64,
+    lease: Option<Arc<Lease>>,
 ) -> io::Result<()> {
     let client = match client.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => (Side::Tcp(parts.io.into_inner()), parts.read_buf),
@@ -48,7 +50,15 @@ pub(crate) async fn run(
     };
     let (client, client_pending) = client;
     let (upstream, upstream_pending) = upstream;
-    let closed = route.tunnels_closed(epoch);
+    let closed = async {
+        match &lease {
+            Some(lease) => tokio::select! {
+                () = route.tunnels_closed(epoch) => {}
+                () = lease.ended() => {}
+            },
+            None => route.tunnels_closed(epoch).await,
+        }
+    };
     route.touch();
     match (client, upstream) {
         (Side::Tcp(mut client), Side::Tcp(mut upstream)) => {

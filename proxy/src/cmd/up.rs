@@ -15,8 +15,9 @@ use gantry_proxy::hub::config::{
 };
 use gantry_proxy::hub::front::FrontTier;
 use gantry_proxy::hub::servers::Servers;
-use gantry_proxy::hub::{Hub, Provider};
+use gantry_proxy::hub::{Hub, Provider, callers, cookies};
 use gantry_proxy::metrics::Metrics;
+use gantry_proxy::private_cookies::PrivateCookies;
 use gantry_proxy::server::{ServeSettings, serve};
 use gantry_proxy::{Proxy, ProxyConfig, RouteTable};
 use gantry_spawner::{
@@ -304,11 +305,6 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
     };
     let table = Arc::new(RouteTable::new(false));
     let proxy_metrics = Metrics::new();
-    let proxy = Arc::new(Proxy::new(
-        Arc::clone(&table),
-        proxy_config,
-        proxy_metrics.clone(),
-    ));
     let bind = config.hub.bind;
     let public = config.public_origin.as_str().to_owned();
     let local_enabled = config.local.enabled;
@@ -318,9 +314,9 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
     }
     let cull_interval = Duration::from_secs(config.hub.cull_interval_secs);
     let poll_interval = Duration::from_secs(config.hub.poll_interval_secs);
-    let mut hub = Hub::new(config, store.clone(), providers, table)
+    let mut hub = Hub::new(config, store.clone(), providers)
         .context("cannot set up the hub")?
-        .with_proxy_metrics(proxy_metrics);
+        .with_proxy_metrics(proxy_metrics.clone());
     let mut servers_listener = None;
     let mut mesos = None;
     if let Some(backend) = backend {
@@ -343,6 +339,13 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
         mesos = backend.mesos;
     }
     let hub = Arc::new(hub);
+    // The data plane: the hub is the gate of every owned route (the users' servers), and
+    // gantry's cookies never reach an upstream.
+    let proxy = Arc::new(
+        Proxy::new(Arc::clone(&table), proxy_config, proxy_metrics)
+            .with_gate(Arc::clone(&hub) as Arc<dyn gantry_proxy::Gate>)
+            .with_private_cookies(PrivateCookies::new(cookies::PRIVATE_PREFIX)),
+    );
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind} (hub.bind): is the port in use?"))?;
@@ -366,6 +369,7 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(sweep(Arc::clone(&hub), stop_rx.clone()));
     let culler = tokio::spawn(cull(Arc::clone(&hub), cull_interval, stop_rx.clone()));
     let reconciler = tokio::spawn(reconcile(Arc::clone(&hub), poll_interval, stop_rx.clone()));
+    let refresher = tokio::spawn(refresh_callers(Arc::clone(&hub), stop_rx.clone()));
     let front = Arc::new(FrontTier::new(hub, proxy));
     let internal = servers_listener.map(|listener| {
         let front = Arc::clone(&front);
@@ -397,6 +401,7 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
     let _ = sweeper.await;
     let _ = culler.await;
     let _ = reconciler.await;
+    let _ = refresher.await;
     if let Some(mesos) = mesos {
         mesos.close();
         tracing::info!(
@@ -706,6 +711,20 @@ async fn warn_if_embedded_image_missing(config: &HubConfig) {
 }
 
 /// Deletes expired sessions and tokens and forgets stale login state, every minute.
+/// Checks the callers in memory against the store every `callers::REFRESH_EVERY`, so that
+/// another process's logout or revocation is honoured within `callers::STALE_AFTER`.
+async fn refresh_callers(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(callers::REFRESH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        }
+        hub.refresh_callers().await;
+    }
+}
+
 /// Stops idle and over-age servers every `interval` (see `Hub::cull`).
 async fn cull(hub: Arc<Hub>, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(interval);

@@ -178,7 +178,7 @@ impl Hub {
     async fn admin_form(
         &self,
         request: Request<Incoming>,
-    ) -> Result<(Session, String, Form), HubError> {
+    ) -> Result<(std::sync::Arc<Session>, String, Form), HubError> {
         let (caller, form) = self.caller_form(request).await?;
         match caller {
             Caller::Session { session, secret } if session.user.admin => {

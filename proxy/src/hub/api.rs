@@ -311,7 +311,9 @@ impl Hub {
         let caller = self.authenticated_for_change(&parts).await?;
         let user = self.target_user(&caller, name).await?;
         let id = parse_token_id(id)?;
-        if !self.store.revoke_token(user.id, id).await? {
+        let revoked = self.store.revoke_token(user.id, id).await?;
+        self.credentials_changed(user.id).await;
+        if !revoked {
             return Err(HubError::NotFound);
         }
         tracing::info!(user = %user.name.as_str(), token = %token_id(id), "API token revoked");
@@ -332,7 +334,7 @@ impl Hub {
         let caller = self.authenticated_for_change(&parts).await?;
         let user = self.target_user(&caller, name).await?;
         let revoked = self.store.revoke_user_credentials(user.id).await?;
-        self.close_user_tunnels(&user.name);
+        self.credentials_changed(user.id).await;
         tracing::info!(
             user = %user.name.as_str(),
             by = %caller.user().name.as_str(),
@@ -658,6 +660,7 @@ impl Hub {
         }
         let note = server_token_note(&key);
         self.store.revoke_tokens_noted(user.id, &note).await?;
+        self.credentials_changed(user.id).await;
         let new = NewToken {
             scopes: Scopes::new([Scope::AccessServers(user.name.clone())]),
             note,
@@ -678,6 +681,7 @@ impl Hub {
         self.store
             .revoke_tokens_noted(user.id, &server_token_note(key))
             .await?;
+        self.credentials_changed(user.id).await;
         self.oauth.unregister(key);
         Ok(())
     }
@@ -933,8 +937,9 @@ impl Hub {
         }
         self.ensure_no_servers(user, "delete").await?;
         let revoked = self.store.revoke_user_credentials(user.id).await?;
-        self.close_user_tunnels(&user.name);
-        if !self.store.delete_user(user.id).await? {
+        let deleted = self.store.delete_user(user.id).await?;
+        self.credentials_changed(user.id).await;
+        if !deleted {
             return Err(HubError::NotFound);
         }
         tracing::info!(
@@ -962,6 +967,7 @@ impl Hub {
         }
         if user.admin != admin {
             self.store.set_admin(user.id, admin).await?;
+            self.credentials_changed(user.id).await;
             tracing::info!(user = %user.name.as_str(), admin, by = %by.name.as_str(), "admin rights changed");
         }
         Ok(())
@@ -1061,7 +1067,9 @@ impl Hub {
             .filter(|new| *new != user.name);
         if let Some(new) = &new_name {
             self.ensure_no_servers(&user, "rename").await?;
-            match self.store.rename_user(user.id, new).await {
+            let renamed = self.store.rename_user(user.id, new).await;
+            self.credentials_changed(user.id).await;
+            match renamed {
                 Ok(true) => {}
                 Ok(false) => return Err(HubError::NotFound),
                 Err(StoreError::UserExists { .. }) => {

@@ -13,6 +13,9 @@ use http::header::COOKIE;
 #[cfg(test)]
 mod tests;
 
+/// What every cookie name of gantry's starts with: the data plane keeps cookies with this
+/// prefix from every upstream, in both directions ([`crate::private_cookies`]).
+pub const PRIVATE_PREFIX: &str = "gantry-";
 /// The session cookie's base name.
 pub const SESSION: &str = "gantry-session";
 /// The login-form cookie: binds the login and sign-up forms' CSRF token to this browser.
@@ -82,33 +85,5 @@ impl CookiePolicy {
             }
         }
         found.filter(|value| !value.is_empty())
-    }
-}
-
-/// Removes gantry's own cookies from a request before it goes to a notebook server: a
-/// server (which its user controls) must never see the session of whoever visits it, an
-/// admin included. Other cookies (the notebook's own) pass unchanged.
-pub fn strip_ours(headers: &mut HeaderMap) {
-    if !headers.contains_key(COOKIE) {
-        return;
-    }
-    let kept: Vec<String> = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|text| text.split(';'))
-        .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("").trim();
-            let base = name.strip_prefix("__Host-").unwrap_or(name);
-            !base.starts_with("gantry-") && !pair.is_empty()
-        })
-        .map(str::to_owned)
-        .collect();
-    headers.remove(COOKIE);
-    if !kept.is_empty()
-        && let Ok(value) = http::HeaderValue::from_str(&kept.join("; "))
-    {
-        headers.insert(COOKIE, value);
     }
 }

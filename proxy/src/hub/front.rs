@@ -1,5 +1,7 @@
-//! The front tier of `gantry up`: one listener, two services. `/hub/…` goes to the [`Hub`];
-//! everything else goes to the data plane ([`Proxy`]) and its route table.
+//! The front tier of `gantry up`: one listener, two services. A path that decodes to `/hub/…`
+//! goes to the [`Hub`]; everything else goes to the data plane ([`Proxy`]), whose route lookup
+//! and per-route gate (the hub, as [`crate::gate::Gate`]) decide the rest. There is one reading
+//! of the path, [`canonical_path`], for both the dispatch here and the data plane's lookup.
 
 use std::sync::Arc;
 
@@ -32,43 +34,52 @@ fn is_hub_path(path: &str) -> bool {
     path == "/hub" || path.starts_with("/hub/")
 }
 
+/// Where a request goes, decided once from its decoded path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// The hub: the path decodes to `/hub` or below.
+    Hub,
+    /// `/`: a redirect to the home page.
+    Home,
+    /// The data plane: route lookup, then the route's access check.
+    DataPlane,
+    /// The path is ambiguous and spelled like the hub's: the hub answers 400.
+    HubBadPath,
+}
+
+/// Decides where a raw request path goes, on the same decoded form
+/// ([`canonical_path`]) the data plane routes on: a path that decodes to `/hub…` is the
+/// hub's however it is spelled, and every other path is the data plane's, whose route
+/// lookup and per-route access check come after. Pure, for tests and the fuzz target.
+pub fn dispatch(raw: &str) -> Dispatch {
+    match canonical_path(raw) {
+        Ok(decoded) if decoded == "/" => Dispatch::Home,
+        Ok(decoded) if is_hub_path(&decoded) => Dispatch::Hub,
+        Ok(_) => Dispatch::DataPlane,
+        // The data plane refuses it too (400), counting it in its metrics.
+        Err(_) if is_hub_path(raw) => Dispatch::HubBadPath,
+        Err(_) => Dispatch::DataPlane,
+    }
+}
+
 impl Handler for FrontTier {
     async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
         conn: ConnInfo,
     ) -> Response<ResponseBody> {
-        // No copy of the path: this is the per-request path of every notebook request.
-        let path = request.uri().path();
-        if !is_hub_path(path) {
-            if path == "/" {
-                return response::redirect(super::HOME);
+        match dispatch(request.uri().path()) {
+            // Gated there, on the route that matched, whatever spelling reached it.
+            Dispatch::DataPlane => return Arc::clone(&self.proxy).handle(request, conn).await,
+            Dispatch::Home => return response::redirect(super::HOME),
+            Dispatch::HubBadPath => {
+                let json = super::request::wants_json(request.headers(), request.uri().path());
+                return response::HubError::BadRequest("the request path is ambiguous".into())
+                    .into_response(json);
             }
-            // Only `/user/NAME/…` is gated; the owner comes out as an owned name, so the
-            // request is free to be changed below.
-            let Some(owner) = user_path_owner(path) else {
-                return Arc::clone(&self.proxy).handle(request, conn).await;
-            };
-            let mut request = request;
-            // The gate: only the owner (or an admin, or a token with access to the owner's
-            // servers) reaches a notebook; nobody else learns it exists.
-            if let Err(response) = self.hub.gate(&request, &owner).await {
-                return response;
-            }
-            super::cookies::strip_ours(request.headers_mut());
-            // Only a server's own route counts; the default route `/` is not one.
-            let routed = self.proxy.table().lookup(None, request.uri().path());
-            if routed.is_none_or(|r| r.prefix().as_str() == "/") {
-                return self.hub.not_running(&request, &owner);
-            }
-            return Arc::clone(&self.proxy).handle(request, conn).await;
+            Dispatch::Hub => {}
         }
-        // The hub gets the same path-safety rule as the data plane: one reading of the path.
-        if canonical_path(path).is_err() {
-            let json = super::request::wants_json(request.headers(), path);
-            return response::HubError::BadRequest("the request path is ambiguous".into())
-                .into_response(json);
-        }
+        let path = canonical_path(request.uri().path()).unwrap_or_default();
         if path == "/hub/static/pending.js" {
             let mut response = Response::new(body(pages::PENDING_JS));
             response.headers_mut().insert(
@@ -94,14 +105,4 @@ impl Handler for FrontTier {
         }
         self.hub.handle(request, conn).await
     }
-}
-
-/// The user a `/user/NAME/…` path belongs to, decoded; `None` for other paths and for paths
-/// the data plane will refuse anyway.
-fn user_path_owner(path: &str) -> Option<String> {
-    let rest = path.strip_prefix("/user/")?;
-    let raw = rest.split('/').next().filter(|s| !s.is_empty())?;
-    let segment = format!("/{raw}");
-    let decoded = canonical_path(&segment).ok()?;
-    Some(decoded.trim_start_matches('/').to_owned())
 }

@@ -244,6 +244,7 @@ impl Hub {
     ) -> Result<Response<ResponseBody>, HubError> {
         if let Some(old) = self.cookies.get(headers, cookies::SESSION) {
             self.store.delete_session(&old).await?;
+            self.callers.forget(super::callers::Kind::Session, &old);
         }
         let now = Timestamp::now();
         let lifetime = SignedDuration::try_from(self.config.session_lifetime)
@@ -413,7 +414,8 @@ impl Hub {
         self.store
             .revoke_tokens_noted(session.user.id, super::oauth::OAUTH_NOTE_PREFIX)
             .await?;
-        self.close_user_tunnels(&session.user.name);
+        self.callers.forget(super::callers::Kind::Session, &secret);
+        self.credentials_changed(session.user.id).await;
         tracing::info!(user = %session.user.name.as_str(), "logout");
         let mut clear = vec![self.cookies.clear(cookies::SESSION)];
         let mut location = "/hub/login".to_owned();
@@ -486,7 +488,7 @@ impl Hub {
     async fn page_caller(
         &self,
         request: &Request<Incoming>,
-    ) -> Result<Result<(Session, String), Response<ResponseBody>>, HubError> {
+    ) -> Result<Result<(std::sync::Arc<Session>, String), Response<ResponseBody>>, HubError> {
         match self.caller(request.headers()).await? {
             Some(Caller::Session { session, secret }) => Ok(Ok((session, secret))),
             _ => {

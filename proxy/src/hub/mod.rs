@@ -14,6 +14,7 @@ pub mod front;
 
 mod admin;
 mod api;
+pub mod callers;
 mod login;
 pub mod metrics;
 mod oauth;
@@ -28,17 +29,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gantry_auth::store::Session;
+use gantry_auth::store::{Session, TokenAuth, UserId};
 use gantry_auth::{
     CsrfToken, LoginLimiter, OidcProvider, Passwords, SafeRedirect, Scopes, Store, UserName,
 };
 use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
-use jiff::Timestamp;
 
 use crate::errors::ResponseBody;
-use crate::routes::{RoutePrefix, RouteTable};
+use crate::gate::{Admission, AdmissionFuture, Gate, RouteOwner};
 use crate::server::ConnInfo;
+use callers::{CallerError, Callers, Kind, Known};
 use config::HubConfig;
 use cookies::CookiePolicy;
 use response::HubError;
@@ -71,8 +72,8 @@ pub struct Hub {
     pending: oidc::PendingLogins,
     cookies: CookiePolicy,
     home: SafeRedirect,
-    /// The route table, to close a user's WebSockets when their credentials end.
-    routes: Arc<RouteTable>,
+    /// Sessions and tokens resolved from memory, and the tunnels they opened.
+    callers: Callers,
     /// The notebook servers, when a backend is configured.
     servers: Option<Arc<servers::Servers>>,
     /// The single-user OAuth provider's clients and codes.
@@ -98,9 +99,12 @@ pub enum HubSetupError {
 #[derive(Debug)]
 enum Caller {
     /// A browser with a session cookie; carries the cookie's value (the session secret).
-    Session { session: Session, secret: String },
+    Session {
+        session: Arc<Session>,
+        secret: String,
+    },
     /// An API token in the `Authorization` header.
-    Token(gantry_auth::store::TokenAuth),
+    Token(Arc<TokenAuth>),
 }
 
 impl Caller {
@@ -113,12 +117,10 @@ impl Caller {
 
     /// What this caller may do: a session may do what its user may; a token what its scopes
     /// allow (never more than its owner may).
-    fn scopes(&self) -> Scopes {
+    fn scopes(&self) -> &Scopes {
         match self {
-            Self::Session { .. } => {
-                Scopes::new([gantry_auth::Scope::SelfUser, gantry_auth::Scope::Admin])
-            }
-            Self::Token(auth) => auth.token.scopes.clone(),
+            Self::Session { .. } => &callers::SESSION_SCOPES,
+            Self::Token(auth) => &auth.token.scopes,
         }
     }
 
@@ -132,6 +134,12 @@ impl Caller {
     }
 }
 
+tokio::task_local! {
+    /// The client address of the hub request being answered, for the lookup limiter of
+    /// [`Callers`]; set once in [`Hub::handle`] so every handler's `caller` sees it.
+    static CLIENT: IpAddr;
+}
+
 impl Hub {
     /// Builds the hub over an open, migrated store and the discovered providers.
     ///
@@ -142,7 +150,6 @@ impl Hub {
         config: HubConfig,
         store: Store,
         providers: Vec<Provider>,
-        routes: Arc<RouteTable>,
     ) -> Result<Self, HubSetupError> {
         let passwords = Passwords::new(gantry_auth::PasswordParams::default())
             .map_err(HubSetupError::Passwords)?;
@@ -152,6 +159,7 @@ impl Hub {
         };
         let home =
             SafeRedirect::parse(HOME).unwrap_or_else(|_| unreachable!("{HOME} is a safe redirect"));
+        let callers = Callers::new(store.clone());
         Ok(Self {
             config,
             store,
@@ -161,7 +169,7 @@ impl Hub {
             pending: oidc::PendingLogins::default(),
             cookies,
             home,
-            routes,
+            callers,
             servers: None,
             oauth: oauth::OAuthState::default(),
             servers_api_url: None,
@@ -227,6 +235,14 @@ impl Hub {
         &self.store
     }
 
+    /// Checks the callers in memory and the open tunnels' credentials against the store again
+    /// ([`Callers::refresh`]). The binary calls it every [`callers::REFRESH_EVERY`].
+    pub async fn refresh_callers(&self) {
+        if let Err(error) = self.callers.refresh().await {
+            tracing::warn!(error = %crate::errors::error_chain(&error), "cannot check the cached callers against the store; they go stale after {:?}", callers::STALE_AFTER);
+        }
+    }
+
     /// Forgets expired logins in flight and recovered rate-limit keys. The binary calls it
     /// every minute.
     pub fn prune(&self) {
@@ -241,7 +257,8 @@ impl Hub {
         conn: ConnInfo,
     ) -> Response<ResponseBody> {
         let accept_json = request::wants_json(request.headers(), request.uri().path());
-        let mut response = match self.route(request, conn).await {
+        let client = self.client_ip(request.headers(), conn);
+        let mut response = match CLIENT.scope(client, self.route(request, conn)).await {
             Ok(response) => response,
             Err(error) => error.into_response(accept_json),
         };
@@ -260,12 +277,14 @@ impl Hub {
     ) -> Result<Response<ResponseBody>, HubError> {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
-        let segments: Vec<&str> = path
-            .strip_prefix("/hub")
-            .unwrap_or("")
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
+        // The front tier sent this request here because its path decodes to `/hub` or
+        // below: the first segment is the hub's, however it was spelled. The rest stay raw;
+        // handlers decode the names in them.
+        let rest = path
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+            .map_or("", |(_, rest)| rest);
+        let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
         match (&method, segments.as_slice()) {
             (&Method::GET | &Method::HEAD, ["health"]) => Ok(response::json(
                 http::StatusCode::OK,
@@ -302,18 +321,44 @@ impl Hub {
     /// Finds who the request comes from: an API token in `Authorization`, else the session
     /// cookie. `None` when neither is present and valid.
     async fn caller(&self, headers: &http::HeaderMap) -> Result<Option<Caller>, HubError> {
-        let now = Timestamp::now();
+        let client = CLIENT
+            .try_with(|client| *client)
+            .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        Ok(self
+            .resolve(headers, client)
+            .await?
+            .map(|(caller, ..)| caller))
+    }
+
+    /// [`Hub::caller`] with the client address given, and the credential's cache key and
+    /// kind (for registering a tunnel).
+    async fn resolve(
+        &self,
+        headers: &http::HeaderMap,
+        client: IpAddr,
+    ) -> Result<Option<(Caller, Kind, gantry_auth::SecretKey)>, HubError> {
+        let resolved = |result: Result<_, CallerError>| match result {
+            Ok(found) => Ok(found),
+            Err(CallerError::Store(error)) => Err(HubError::Store(error)),
+            Err(CallerError::TooManyLookups) => Err(HubError::TooManyLookups),
+        };
         if let Some(token) = request::authorization_token(headers)? {
-            return Ok(self.store.token(token, now).await?.map(Caller::Token));
+            let found = resolved(self.callers.resolve(Kind::Token, token, client).await)?;
+            return Ok(found.and_then(|(key, known)| match known {
+                Known::Token(auth) => Some((Caller::Token(auth), Kind::Token, key)),
+                Known::Session(_) => None,
+            }));
         }
         let Some(secret) = self.cookies.get(headers, cookies::SESSION) else {
             return Ok(None);
         };
-        Ok(self
-            .store
-            .session(&secret, now)
-            .await?
-            .map(|session| Caller::Session { session, secret }))
+        let found = resolved(self.callers.resolve(Kind::Session, &secret, client).await)?;
+        Ok(found.and_then(|(key, known)| match known {
+            Known::Session(session) => {
+                Some((Caller::Session { session, secret }, Kind::Session, key))
+            }
+            Known::Token(_) => None,
+        }))
     }
 
     /// The CSRF check for a state-changing request from `caller`.
@@ -366,41 +411,82 @@ impl Hub {
             .unwrap_or(conn.remote.ip())
     }
 
-    /// Decides whether a request for `owner`'s notebook may pass. `Err` is the answer to
-    /// give instead: a redirect to the login page for a browser without a session, 403 for
-    /// an API client without a valid token, and 404 for someone who may not reach `owner`'s
-    /// servers (whether or not `owner` exists).
-    pub async fn gate(
+    /// The answer for a request the gate refuses for want of a credential: a browser's GET
+    /// is sent to log in and come back; anything else gets 403.
+    fn login_first(request: &Request<Incoming>, json: bool) -> Response<ResponseBody> {
+        if json || request.method() != Method::GET {
+            return HubError::Unauthenticated.into_response(true);
+        }
+        let next = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        response::redirect(&format!("/hub/login?next={next}"))
+    }
+
+    /// The gate for an owned route: the owner, admins and tokens with access to the owner's
+    /// servers pass; a browser without a session is sent to log in; anyone else gets 404,
+    /// whether or not the owner exists.
+    async fn admit(
         &self,
         request: &Request<Incoming>,
-        owner: &str,
-    ) -> Result<(), Response<ResponseBody>> {
+        conn: ConnInfo,
+        owner: &RouteOwner,
+        upgrade: bool,
+    ) -> Admission {
         let json = request::wants_json(request.headers(), request.uri().path());
-        let caller = match self.caller(request.headers()).await {
-            Ok(caller) => caller,
-            Err(error) => return Err(error.into_response(json)),
+        let client = self.client_ip(request.headers(), conn);
+        let (caller, kind, key) = match self.resolve(request.headers(), client).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Admission::Refuse(Self::login_first(request, json)),
+            Err(error) => return Admission::Refuse(error.into_response(json)),
         };
-        let Some(caller) = caller else {
-            if json || request.method() != Method::GET {
-                return Err(HubError::Unauthenticated.into_response(true));
-            }
-            let next = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-            let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
-            return Err(response::redirect(&format!("/hub/login?next={next}")));
+        let known = match &caller {
+            Caller::Session { session, .. } => Known::Session(Arc::clone(session)),
+            Caller::Token(auth) => Known::Token(Arc::clone(auth)),
         };
-        let Ok(owner) = UserName::parse(owner, self.config.name_policy) else {
-            return Err(HubError::NotFound.into_response(json));
-        };
-        if caller.permits(gantry_auth::Action::AccessServer(&owner)) {
-            Ok(())
-        } else {
-            Err(HubError::NotFound.into_response(json))
+        if !known.may_access(&owner.user) {
+            return Admission::Refuse(HubError::NotFound.into_response(json));
         }
+        let lease = upgrade.then(|| {
+            self.callers
+                .open_tunnel(kind, key, known.user().id, &owner.user)
+        });
+        Admission::Pass(lease)
+    }
+
+    /// The answer for a request whose path matched no route. Under `/user/NAME/` it is the
+    /// gate's: a browser without a session is sent to log in, someone who may reach NAME's
+    /// servers gets the 503 "not running" page, anyone else 404, whether or not NAME exists.
+    /// Elsewhere it is the data plane's own 404 (`None`).
+    async fn unrouted(
+        &self,
+        request: &Request<Incoming>,
+        conn: ConnInfo,
+        path: &str,
+    ) -> Option<Response<ResponseBody>> {
+        let name = path
+            .strip_prefix("/user/")?
+            .split('/')
+            .next()
+            .filter(|name| !name.is_empty())?;
+        let json = request::wants_json(request.headers(), request.uri().path());
+        let client = self.client_ip(request.headers(), conn);
+        let caller = match self.resolve(request.headers(), client).await {
+            Ok(Some((caller, ..))) => caller,
+            Ok(None) => return Some(Self::login_first(request, json)),
+            Err(error) => return Some(error.into_response(json)),
+        };
+        let permitted = UserName::parse(name, self.config.name_policy)
+            .is_ok_and(|owner| caller.permits(gantry_auth::Action::AccessServer(&owner)));
+        Some(if permitted {
+            self.not_running(request, name)
+        } else {
+            HubError::NotFound.into_response(json)
+        })
     }
 
     /// The answer for a permitted request to a server that is not running: 503 with a page
     /// that offers to start it. Never starts anything itself: a GET must not spawn.
-    pub fn not_running(&self, request: &Request<Incoming>, owner: &str) -> Response<ResponseBody> {
+    fn not_running(&self, request: &Request<Incoming>, owner: &str) -> Response<ResponseBody> {
         let json = request::wants_json(request.headers(), request.uri().path());
         let message = format!("{owner}'s server is not running.");
         if json {
@@ -441,11 +527,15 @@ impl Hub {
                         Err(_) => Ok(None),
                     };
                     let revoked = match user {
-                        Ok(Some(user)) => self
-                            .store
-                            .revoke_tokens_noted(user.id, &oauth::server_token_note(key))
-                            .await
-                            .map(|_| ()),
+                        Ok(Some(user)) => {
+                            let revoked = self
+                                .store
+                                .revoke_tokens_noted(user.id, &oauth::server_token_note(key))
+                                .await
+                                .map(|_| ());
+                            self.credentials_changed(user.id).await;
+                            revoked
+                        }
                         Ok(None) => Ok(()),
                         Err(error) => Err(error),
                     };
@@ -493,12 +583,16 @@ impl Hub {
         stopped
     }
 
-    /// Ends every open WebSocket of `user`'s servers: their credentials just ended.
-    fn close_user_tunnels(&self, user: &UserName) {
-        if let Ok(prefix) = RoutePrefix::parse(&format!("/user/{}", user.as_str()), false) {
-            let closed = self.routes.close_tunnels_under(&prefix);
-            tracing::info!(user = %user.as_str(), routes = closed, "closed the user's open connections");
-        }
+    /// Makes a change to `user` or their credentials take effect at once: their cached
+    /// callers are forgotten, and every tunnel their credentials opened is checked against
+    /// the store now (ended if the credential is gone or no longer reaches its server).
+    async fn credentials_changed(&self, user: UserId) {
+        let ended = self.callers.recheck_user(user).await;
+        tracing::info!(
+            user = user.get(),
+            tunnels = ended,
+            "credentials changed: cached callers forgotten; closed the user's open connections that lost their credential"
+        );
     }
 
     /// A response that sets the cookies in `set_cookies` on `response`.
@@ -518,4 +612,27 @@ impl Hub {
 /// A body for hub responses.
 fn body(bytes: impl Into<Bytes>) -> ResponseBody {
     crate::errors::full_body(bytes)
+}
+
+impl Gate for Hub {
+    fn admit<'a>(
+        &'a self,
+        request: &'a Request<Incoming>,
+        conn: &'a ConnInfo,
+        owner: &'a RouteOwner,
+        upgrade: bool,
+    ) -> AdmissionFuture<'a> {
+        Box::pin(Hub::admit(self, request, *conn, owner, upgrade))
+    }
+
+    fn unrouted<'a>(
+        &'a self,
+        request: &'a Request<Incoming>,
+        conn: &'a ConnInfo,
+        path: &'a str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<Response<ResponseBody>>> + Send + 'a>,
+    > {
+        Box::pin(Hub::unrouted(self, request, *conn, path))
+    }
 }

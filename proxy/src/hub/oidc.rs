@@ -179,6 +179,7 @@ impl Hub {
         // The provider's groups are the truth about admin rights on every login.
         if user.admin != identity.admin {
             self.store.set_admin(user.id, identity.admin).await?;
+            self.credentials_changed(user.id).await;
         }
         if identity.uid.is_some() || identity.gid.is_some() {
             let ids = UnixIds {

@@ -38,6 +38,9 @@ pub(super) enum HubError {
         /// Seconds until the next attempt may succeed.
         retry_after_secs: u64,
     },
+    /// 429: this client address presented too many unknown credentials.
+    #[error("too many unknown credentials from this address")]
+    TooManyLookups,
     /// A failed OpenID Connect login; client faults are 400, the provider's are 502.
     #[error(transparent)]
     Oidc(#[from] gantry_auth::OidcError),
@@ -57,7 +60,7 @@ impl HubError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyAttempts { .. } | Self::TooManyLookups => StatusCode::TOO_MANY_REQUESTS,
             Self::Oidc(error) => error.status(),
             Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -76,6 +79,7 @@ impl HubError {
             Self::TooManyAttempts { retry_after_secs } => {
                 format!("Too many login attempts; try again in {retry_after_secs} seconds.")
             }
+            Self::TooManyLookups => "Too many requests with unknown credentials from this address; try again in a second.".to_owned(),
             Self::Oidc(error) if error.is_client_error() => {
                 "The login could not be completed; start again from the login page.".to_owned()
             }
@@ -101,10 +105,18 @@ impl HubError {
         } else {
             html(status, pages::error_page(status, &message))
         };
-        if let Self::TooManyAttempts { retry_after_secs } = self {
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        match self {
+            Self::TooManyAttempts { retry_after_secs } => {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::TooManyLookups => {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(1u64));
+            }
+            _ => {}
         }
         response
     }

@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, watch};
 
 use crate::errors::ResponseBody;
+use crate::gate::RouteOwner;
 use crate::routes::{Route, RouteChange, RoutePrefix, RouteTable, Target};
 
 #[cfg(test)]
@@ -521,8 +522,14 @@ impl Servers {
         };
         match Target::parse(url) {
             Ok(target) => {
+                // The route carries its owner: the data plane asks the gate about every
+                // request that lands on it, however its path was spelled.
+                let owner = RouteOwner {
+                    user: key.user.as_str().into(),
+                    server: key.server.as_str().into(),
+                };
                 self.routes
-                    .apply(RouteChange::Upsert(Route::new(prefix, target, None)));
+                    .apply(RouteChange::Upsert(Route::owned(prefix, target, owner)));
                 true
             }
             Err(error) => {

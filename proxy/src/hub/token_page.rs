@@ -72,7 +72,7 @@ impl Hub {
         request: Request<Incoming>,
     ) -> Result<
         (
-            gantry_auth::store::Session,
+            std::sync::Arc<gantry_auth::store::Session>,
             String,
             Caller,
             super::request::Form,
@@ -154,11 +154,12 @@ impl Hub {
             .and_then(|id| id.parse::<i64>().ok())
             .ok_or(HubError::NotFound)?;
         // Scoped to the owner: another user's token id revokes nothing.
-        if !self
+        let revoked = self
             .store
             .revoke_token(session.user.id, TokenId::new(id))
-            .await?
-        {
+            .await?;
+        self.credentials_changed(session.user.id).await;
+        if !revoked {
             return Err(HubError::NotFound);
         }
         Ok(response::redirect("/hub/token"))

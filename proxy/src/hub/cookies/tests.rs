@@ -113,20 +113,11 @@ proptest! {
 }
 
 #[test]
-fn our_cookies_never_reach_a_notebook() {
-    let mut h = headers(&[
-        "_xsrf=nb; gantry-session=s; __Host-gantry-session=t",
-        "username-localhost-8888=x; __Host-gantry-login=l; gantry-oidc=o",
-    ]);
-    strip_ours(&mut h);
-    let all: Vec<&str> = h
-        .get_all(COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
-    assert_eq!(all, ["_xsrf=nb; username-localhost-8888=x"]);
-
-    let mut only_ours = headers(&["gantry-session=s"]);
-    strip_ours(&mut only_ours);
-    assert!(only_ours.get(COOKIE).is_none());
+fn every_cookie_of_ours_is_private_to_the_front_tier() {
+    let private = crate::private_cookies::PrivateCookies::new(PRIVATE_PREFIX);
+    for base in [SESSION, LOGIN, OIDC, IDP] {
+        for policy in [HTTP, HTTPS] {
+            assert!(private.is_private(policy.name(base).as_bytes()), "{base}");
+        }
+    }
 }
