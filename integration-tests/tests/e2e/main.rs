@@ -6,6 +6,7 @@
 
 mod admin;
 mod cli;
+mod gate;
 mod gpu_pages;
 mod identity;
 mod journey;

@@ -127,11 +127,15 @@ impl Hub {
         Ok(caller)
     }
 
-    /// The user `name` from a path, if the caller may act as them. Someone who may not act
+    /// The user `name` from a path segment (percent-decoded), if the caller may act as them. Someone who may not act
     /// as them gets 404 whether they exist or not, so the API does not reveal who exists.
     async fn target_user(&self, caller: &Caller, name: &str) -> Result<User, HubError> {
+        // Path segments arrive raw: a name outside ASCII comes percent-encoded.
+        let name = percent_encoding::percent_decode_str(name)
+            .decode_utf8()
+            .map_err(|_| HubError::NotFound)?;
         let name =
-            UserName::parse(name, self.config.name_policy).map_err(|_| HubError::NotFound)?;
+            UserName::parse(&name, self.config.name_policy).map_err(|_| HubError::NotFound)?;
         if !caller.permits(Action::ActAs(&name)) {
             return Err(if caller.permits(Action::ActAs(&caller.user().name)) {
                 HubError::NotFound

@@ -1,0 +1,466 @@
+//! The gate of `gantry up` on the real Docker engine: no spelling of a user's server path
+//! reaches the server without the owner's credentials; gantry's cookies never reach it and it
+//! cannot set them; callers come from memory, yet logout, revocation, deletion and demotion
+//! act on the very next request, and another gantry process on the same database honours a
+//! revocation within the documented bound.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use anyhow::{Context, ensure};
+use gantry_integration_tests::{DockerCleanup, TestGantry, ensure_busybox_image, poll_until};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// The bound the callers cache documents (`hub::callers::STALE_AFTER`), with room for a
+/// loaded CI machine to schedule the refresh: a correctness bound, not a benchmark.
+const CROSS_PROCESS_BOUND: Duration = Duration::from_secs(5 + 5);
+
+/// A gantry whose one profile runs busybox httpd serving "hello <user>", and `echo.sh`, a
+/// CGI script that prints the `Cookie` header it received and tries to set gantry's session
+/// cookie.
+fn gantry_with_echo(instance: &str, image: &str) -> anyhow::Result<TestGantry> {
+    let script = "d=/www/user/$JUPYTERHUB_USER && mkdir -p $d && \
+                  echo hello $JUPYTERHUB_USER > $d/index.html && \
+                  ln -s /bin/busybox /www/sh && echo '*.sh:/www/sh' > /www/httpd.conf && \
+                  printf '%s\\n' 'echo Content-Type: text/plain' \
+                  'echo Set-Cookie: gantry-session=planted\\\\; Path=/' \
+                  'echo Set-Cookie: __Host-Gantry-Session=planted\\\\; Path=/\\\\; Secure' \
+                  'echo Set-Cookie: nb=ok\\\\; Path=/' 'echo' 'echo cookie=$HTTP_COOKIE' \
+                  > $d/echo.sh && chmod +x $d/echo.sh && \
+                  exec /bin/busybox httpd -f -p 8888 -h /www -c /www/httpd.conf";
+    TestGantry::new(&format!(
+        "[docker]\ninstance = \"{instance}\"\nnetwork = \"{instance}\"\n\
+         [profiles.tiny]\ndisplay_name = \"Tiny\"\ndescription = \"busybox httpd\"\n\
+         image = \"{image}\"\ncmd = [\"/bin/busybox\", \"sh\", \"-c\", \"{script}\"]\n"
+    ))
+}
+
+/// Starts `user`'s default server on the tiny profile with `client`'s session and waits
+/// until the owner reaches it.
+async fn start_server(
+    gantry: &TestGantry,
+    client: &Client,
+    xsrf: &str,
+    user: &str,
+    path: &str,
+) -> anyhow::Result<()> {
+    let started = client
+        .post(format!("{}/hub/api/users/{path}/server", gantry.url()))
+        .header("origin", gantry.url())
+        .header("x-xsrftoken", xsrf)
+        .json(&json!({"profile": "tiny"}))
+        .send()
+        .await?;
+    ensure!(
+        started.status() == 202,
+        "start {user}: {}",
+        started.status()
+    );
+    let url = format!("{}/user/{path}/", gantry.url());
+    poll_until(
+        &format!("{user}'s server"),
+        Instant::now() + Duration::from_secs(120),
+        || async {
+            let page = client.get(&url).send().await?;
+            Ok((page.status() == 200).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| gantry.log_text())
+}
+
+async fn token_of(
+    gantry: &TestGantry,
+    client: &Client,
+    xsrf: &str,
+    user: &str,
+) -> anyhow::Result<(String, String)> {
+    let created = client
+        .post(format!("{}/hub/api/users/{user}/tokens", gantry.url()))
+        .header("origin", gantry.url())
+        .header("x-xsrftoken", xsrf)
+        .json(&json!({"note": "gate test"}))
+        .send()
+        .await?;
+    ensure!(
+        created.status() == 201,
+        "token for {user}: {}",
+        created.status()
+    );
+    let created: Value = created.json().await?;
+    Ok((
+        created["token"].as_str().context("token")?.to_owned(),
+        match &created["id"] {
+            Value::String(id) => id.clone(),
+            other => other.to_string(),
+        },
+    ))
+}
+
+/// Sends `request` on a new connection and returns the whole answer (the server closes).
+async fn raw(gantry: &TestGantry, request: String) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", gantry.port())).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Spellings of alice's server path that decode onto her route.
+const SPELLINGS: [&str; 10] = [
+    "/user/alice/",
+    "/user/alice",
+    "/%75ser/alice/",
+    "/u%73er/alice/",
+    "/us%65r/alice/",
+    "/%75%73%65%72/alice/",
+    "/%75%73%65%72/alice/index.html",
+    "/user/%61lice/",
+    "/user/%61%6C%69%63%65/",
+    "/user/%61%6c%69%63%65/index.html",
+];
+
+#[tokio::test]
+async fn no_spelling_of_a_server_path_reaches_it_without_the_owners_credentials()
+-> anyhow::Result<()> {
+    let image = ensure_busybox_image()?;
+    let instance = format!("gt-gate-{}", std::process::id());
+    let _cleanup = DockerCleanup::new(&instance);
+    let mut gantry = gantry_with_echo(&instance, image)?;
+    gantry.add_user("alice", PASSWORD, false)?;
+    gantry.add_user("bob", PASSWORD, false)?;
+    gantry.add_user("zoë", PASSWORD, false)?;
+    gantry.start().await?;
+    let (alice, alice_xsrf) = gantry.login("alice", PASSWORD).await?;
+    start_server(&gantry, &alice, &alice_xsrf, "alice", "alice").await?;
+    let (bob, bob_xsrf) = gantry.login("bob", PASSWORD).await?;
+    let (bob_token, _) = token_of(&gantry, &bob, &bob_xsrf, "bob").await?;
+    let anonymous = gantry_integration_tests::browser_client()?;
+
+    for path in SPELLINGS {
+        let url = format!("{}{path}", gantry.url());
+        let page = anonymous.get(&url).send().await?;
+        assert_eq!(page.status(), 303, "{path} anonymous");
+        let location = page.headers()["location"].to_str()?.to_owned();
+        assert!(
+            location.starts_with("/hub/login?next="),
+            "{path}: {location}"
+        );
+        let page = bob.get(&url).send().await?;
+        assert_eq!(page.status(), 404, "{path} as bob");
+        assert!(!page.text().await?.contains("hello alice"));
+        let page = Client::new()
+            .get(&url)
+            .header("authorization", format!("token {bob_token}"))
+            .send()
+            .await?;
+        assert_eq!(page.status(), 404, "{path} with bob's token");
+        // The owner's own escaped spelling works (httpd redirects the bare folder path).
+        let page = alice.get(&url).send().await?;
+        if path.ends_with("alice") {
+            assert_eq!(page.status(), 302, "{path} as alice");
+        } else {
+            assert_eq!(page.status(), 200, "{path} as alice");
+            assert_eq!(page.text().await?.trim(), "hello alice", "{path}");
+        }
+    }
+
+    // Absolute-form targets and WebSocket upgrades, anonymously: never the server's answer.
+    let port = gantry.port();
+    for path in ["/%75ser/alice/", "/user/alice/"] {
+        let absolute = raw(
+            &gantry,
+            format!(
+                "GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        )
+        .await?;
+        assert!(absolute.starts_with("HTTP/1.1 303"), "{path}: {absolute}");
+        let upgrade = raw(
+            &gantry,
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            ),
+        )
+        .await?;
+        assert!(!upgrade.starts_with("HTTP/1.1 101"), "{path}: {upgrade}");
+        assert!(!upgrade.contains("hello alice"), "{path}: {upgrade}");
+    }
+    // Paths the data plane refuses as ambiguous never reach anyone's server either.
+    // Sent raw: a client library would normalise them first.
+    for path in [
+        "/user/bob/%2e%2e/alice/",
+        "/user%2Falice/",
+        "/user/alice%2F/",
+    ] {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        let answer = raw(&gantry, request).await?;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+
+    // A non-ASCII name: its escaped path routes and gates on the decoded name.
+    let (zoe, zoe_xsrf) = gantry.login("zoë", PASSWORD).await?;
+    start_server(&gantry, &zoe, &zoe_xsrf, "zoë", "zo%C3%AB").await?;
+    let page = zoe
+        .get(format!("{}/user/zo%c3%ab/index.html", gantry.url()))
+        .send()
+        .await?;
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.text().await?.trim(), "hello zoë");
+    let page = alice
+        .get(format!("{}/user/zo%C3%AB/", gantry.url()))
+        .send()
+        .await?;
+    assert_eq!(page.status(), 404, "alice may not reach zoë's server");
+
+    // gantry's cookies never reach the server, and the server cannot set them.
+    let echo = alice
+        .get(format!("{}/%75ser/alice/echo.sh", gantry.url()))
+        .send()
+        .await?;
+    assert_eq!(echo.status(), 200);
+    let set: Vec<String> = echo
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        set,
+        ["nb=ok; Path=/"],
+        "only the server's own cookie is set"
+    );
+    let body = echo.text().await?;
+    assert!(body.contains("cookie="), "{body}");
+    assert!(
+        !body.contains("gantry-"),
+        "the server saw gantry's cookies: {body}"
+    );
+    Ok(())
+}
+
+async fn whoami(gantry: &TestGantry, credential: &Credential) -> anyhow::Result<StatusCode> {
+    let request = Client::new().get(format!("{}/hub/api/user", gantry.url()));
+    let request = match credential {
+        Credential::Cookie(session) => {
+            request.header("cookie", format!("gantry-session={session}"))
+        }
+        Credential::Token(token) => request.header("authorization", format!("token {token}")),
+    };
+    Ok(request.send().await?.status())
+}
+
+enum Credential {
+    Cookie(String),
+    Token(String),
+}
+
+/// Logs `user` in and returns the client, its CSRF token and the session cookie's value.
+async fn session_of(gantry: &TestGantry, user: &str) -> anyhow::Result<(Client, String, String)> {
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let client = Client::builder()
+        .cookie_provider(std::sync::Arc::clone(&jar))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let xsrf = gantry.login_with(&client, user, PASSWORD).await?;
+    let url: reqwest::Url = gantry.url().parse()?;
+    let cookies = reqwest::cookie::CookieStore::cookies(&*jar, &url).context("no cookies")?;
+    let session = cookies
+        .to_str()?
+        .split("; ")
+        .find_map(|pair| pair.strip_prefix("gantry-session="))
+        .context("no session cookie")?
+        .to_owned();
+    Ok((client, xsrf, session))
+}
+
+#[tokio::test]
+async fn logout_revocation_deletion_and_demotion_act_on_the_next_request() -> anyhow::Result<()> {
+    let mut gantry = TestGantry::new("")?;
+    gantry.add_user("root", PASSWORD, true)?;
+    gantry.add_user("ops", PASSWORD, true)?;
+    gantry.add_user("alice", PASSWORD, false)?;
+    gantry.start().await?;
+    let (root, root_xsrf, _) = session_of(&gantry, "root").await?;
+    let (alice, alice_xsrf, alice_session) = session_of(&gantry, "alice").await?;
+    let (token, token_id) = token_of(&gantry, &alice, &alice_xsrf, "alice").await?;
+    let session = Credential::Cookie(alice_session);
+    let token = Credential::Token(token);
+    // Cached now.
+    assert_eq!(whoami(&gantry, &session).await?, 200);
+    assert_eq!(whoami(&gantry, &token).await?, 200);
+
+    // Revoking the token: the very next request with it is refused.
+    let revoked = alice
+        .delete(format!(
+            "{}/hub/api/users/alice/tokens/{token_id}",
+            gantry.url()
+        ))
+        .header("origin", gantry.url())
+        .header("x-xsrftoken", &alice_xsrf)
+        .send()
+        .await?;
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(whoami(&gantry, &token).await?, 403);
+
+    // Logout: the very next request with the session is refused.
+    let logout = alice
+        .post(format!("{}/hub/logout", gantry.url()))
+        .header("origin", gantry.url())
+        .form(&[("_xsrf", alice_xsrf.as_str())])
+        .send()
+        .await?;
+    assert_eq!(logout.status(), 303);
+    assert_eq!(whoami(&gantry, &session).await?, 403);
+
+    // Demotion: ops's admin-only request passes, then is refused right after.
+    let (ops, _, ops_session) = session_of(&gantry, "ops").await?;
+    let ops_session = Credential::Cookie(ops_session);
+    let users = format!("{}/hub/api/users", gantry.url());
+    assert_eq!(ops.get(&users).send().await?.status(), 200);
+    let demoted = root
+        .patch(format!("{}/hub/api/users/ops", gantry.url()))
+        .header("origin", gantry.url())
+        .header("x-xsrftoken", &root_xsrf)
+        .json(&json!({"admin": false}))
+        .send()
+        .await?;
+    assert_eq!(demoted.status(), 200);
+    assert_eq!(ops.get(&users).send().await?.status(), 403);
+    assert_eq!(whoami(&gantry, &ops_session).await?, 200);
+
+    // Deletion: the deleted user's session is refused on the next request.
+    let deleted = root
+        .delete(format!("{}/hub/api/users/ops", gantry.url()))
+        .header("origin", gantry.url())
+        .header("x-xsrftoken", &root_xsrf)
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(whoami(&gantry, &ops_session).await?, 403);
+    Ok(())
+}
+
+/// Polls `credential` on `gantry` until it is refused; returns how long that took.
+async fn refused_within(
+    gantry: &TestGantry,
+    credential: &Credential,
+    bound: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    poll_until(
+        "the revocation to reach the other process",
+        started + bound,
+        || async { Ok((whoami(gantry, credential).await? == 403).then_some(())) },
+    )
+    .await?;
+    Ok(started.elapsed())
+}
+
+/// Two gantry processes on one database: `database_url` for both (None: the first's SQLite).
+async fn two_processes(database_url: Option<String>) -> anyhow::Result<(TestGantry, TestGantry)> {
+    let mut first = TestGantry::new(
+        &database_url
+            .as_ref()
+            .map(|url| format!("database_url = \"{url}\"\n"))
+            .unwrap_or_default(),
+    )?;
+    first.add_user("alice", PASSWORD, false)?;
+    first.start().await?;
+    let url = database_url.unwrap_or_else(|| {
+        format!(
+            "sqlite://{}",
+            first.data_dir().join("gantry.sqlite").display()
+        )
+    });
+    let mut second = TestGantry::new(&format!("database_url = \"{url}\"\n"))?;
+    second.start().await?;
+    Ok((first, second))
+}
+
+async fn another_process_honours_revocations(database_url: Option<String>) -> anyhow::Result<()> {
+    let (first, second) = two_processes(database_url).await?;
+    let (alice, alice_xsrf, session) = session_of(&first, "alice").await?;
+    let (token, _) = token_of(&first, &alice, &alice_xsrf, "alice").await?;
+    let session = Credential::Cookie(session);
+    let token = Credential::Token(token);
+    // The second process caches both.
+    assert_eq!(whoami(&second, &session).await?, 200);
+    assert_eq!(whoami(&second, &token).await?, 200);
+    // The first process revokes everything of alice's; the second honours it in the bound.
+    let revoked = alice
+        .post(format!("{}/hub/api/users/alice/logout", first.url()))
+        .header("origin", first.url())
+        .header("x-xsrftoken", &alice_xsrf)
+        .send()
+        .await?;
+    assert_eq!(revoked.status(), 200);
+    let took = refused_within(&second, &session, CROSS_PROCESS_BOUND).await?;
+    eprintln!("the second process refused the revoked session after {took:?}");
+    assert_eq!(whoami(&second, &token).await?, 403);
+
+    // The `gantry user revoke` command is another process too.
+    let (_, _, session) = session_of(&first, "alice").await?;
+    let session = Credential::Cookie(session);
+    assert_eq!(whoami(&first, &session).await?, 200);
+    let (code, out, err) = first.command(&["user", "revoke", "alice"], "")?;
+    ensure!(code == 0, "gantry user revoke: {out}{err}");
+    let took = refused_within(&first, &session, CROSS_PROCESS_BOUND).await?;
+    eprintln!("gantry up refused the session revoked by the CLI after {took:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_sqlite_database_honours_a_revocation_within_the_bound()
+-> anyhow::Result<()> {
+    another_process_honours_revocations(None).await
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_postgresql_honours_a_revocation_within_the_bound()
+-> anyhow::Result<()> {
+    let Some(url) = fresh_postgres_schema()? else {
+        ensure!(
+            std::env::var_os("CI").is_none(),
+            "GANTRY_TEST_POSTGRES_URL is not set under CI (.ci/postgres.sh provides it)"
+        );
+        eprintln!("skipped: GANTRY_TEST_POSTGRES_URL is not set");
+        return Ok(());
+    };
+    another_process_honours_revocations(Some(url)).await
+}
+
+/// A URL of a fresh schema on `GANTRY_TEST_POSTGRES_URL`'s database (made with `psql`), or
+/// `None` when the variable is not set.
+fn fresh_postgres_schema() -> anyhow::Result<Option<String>> {
+    let Ok(url) = std::env::var("GANTRY_TEST_POSTGRES_URL") else {
+        return Ok(None);
+    };
+    let schema = format!("gantry_gate_{}", std::process::id());
+    let status = std::process::Command::new("psql")
+        .arg(&url)
+        .args([
+            "-q",
+            "-c",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+        ])
+        .status()
+        .context("cannot run psql")?;
+    ensure!(
+        status.success(),
+        "psql could not create the schema {schema}"
+    );
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(Some(format!(
+        "{url}{separator}options[search_path]={schema}"
+    )))
+}
