@@ -470,6 +470,8 @@ def render_gated(out: Path):
 
     quick = str(setup.get("quick")) == "1"
     d, c = setup.get("duration_s"), setup.get("connections")
+    cpuset = setup.get("cpuset")
+    pinned = "not pinned (one CPU)" if cpuset in (None, "") else f"pinned to CPU {cpuset} with `docker update --cpuset-cpus` (no profile key pins CPUs)"
     lines: list[str] = []
     w = lines.append
     w(GATED_BEGIN)
@@ -483,19 +485,19 @@ def render_gated(out: Path):
     w("")
     w("Method:")
     w("")
-    w(f"- **One backend**: `bench-backend` (one thread) in a Docker container (image `{setup.get('image', '?')}`, `docker import`ed from the binary and its shared libraries), started by `gantry up` as user alice's notebook server (`POST /hub/api/users/alice/server`, profile `bench`) on the gantry instance's own network, at `{setup.get('backend', '?')}`; pinned to CPU {setup.get('cpuset') or '–'} with `docker update --cpuset-cpus` (no profile key pins CPUs). Every peer below forwards to that container; all requests are GET `{setup.get('path', '?')}`.")
+    w(f"- **One backend**: `bench-backend` (one thread) in a Docker container (image `{setup.get('image', '?')}`, `docker import`ed from the binary and its shared libraries), started by `gantry up` as user alice's notebook server (`POST /hub/api/users/alice/server`, profile `bench`) on the gantry instance's own network, at `{setup.get('backend', '?')}`; {pinned}. Every peer below forwards to that container; all requests are GET `{setup.get('path', '?')}`.")
     w(f"- **Peers**, each a fresh process on CPU 1 ({setup.get('pinning', '?')}): *direct*: wrk to the container; *nginx*: 1 worker, upstream keep-alive 64, one `location /user/alice/`; *`gantry proxy`*: `--threads 1`, one route `/user/alice` added through its API; *`gantry up`*: the hub and proxy on one listener, SQLite in the run's folder, with the gate: only alice (or an admin, or a token allowed to reach her server) gets through to `/user/alice/…`. `gantry up` has no `--threads` flag; it runs pinned with `TOKIO_WORKER_THREADS=1`: one worker thread of tokio's multi-threaded scheduler (plus its blocking pool, idle here), where `gantry proxy --threads 1` runs the current-thread scheduler. Each `gantry up` peer is a fresh process that adopts the running container at start. *session cookie*: the `gantry-session` cookie from logging alice in with her password (`POST /hub/login` with the CSRF token of the login page); *API token*: `Authorization: token …`, a token alice's account got through `POST /hub/api/users/alice/tokens` (scope `self`).")
-    w(f"- **Load**: `wrk -t1 -c{c} -d{d}s --latency` on keep-alive connections after a 1 s warm-up, on CPU 0 with the container, as in the keep-alive scenario above. *proxy CPU* is the proxy process's CPU use during the load (1.00 = one CPU; for direct, the backend's); *backend CPU* is the container's.")
+    w(f"- **Load**: `wrk -t1 -c{c} -d{d}s --latency` on keep-alive connections after a 1 s warm-up, on CPU 0 with the container, as in the keep-alive scenario above. *proxy CPU* is the proxy process's CPU use during the load (1.00 = one CPU; for direct, the backend's), children included (nginx's worker); *backend CPU* is the container's; *threads* the proxy process's threads after the load (for direct, the backend's).")
     w("")
-    w("| peer | req/s | p50 µs | p99 µs | errors | proxy CPU | proxy CPU µs per request | backend CPU | vs `gantry proxy` | vs nginx | unauthenticated request |")
-    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    w("| peer | req/s | p50 µs | p99 µs | errors | proxy CPU | proxy CPU µs per request | backend CPU | threads | vs `gantry proxy` | vs nginx | unauthenticated request |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     base_g, base_n = valid("gantry-proxy"), valid("nginx")
     for peer in GATED_PEERS:
         if peer not in rows:
             continue
         data, extra, state = rows[peer]
         if not data:
-            w(f"| {GATED_NAMES[peer]} | not measured: {state.get('reason', 'no result')} | | | | | | | | | |")
+            w(f"| {GATED_NAMES[peer]} | not measured: {state.get('reason', 'no result')} | | | | | | | | | | |")
             continue
         lat = data.get("latency", {})
         rate = data.get("req_per_s")
@@ -507,9 +509,14 @@ def render_gated(out: Path):
         vs_n = v[0] / base_n[0] if v and base_n else None
         anon = state.get("anonymous_status")
         anon = "–" if anon in (None, "") or peer in ("direct", "nginx", "gantry-proxy") else f"{anon}"
-        w(f"| {GATED_NAMES[peer]} | {num(rate)} | {num(lat.get('p50_us'))} | {num(lat.get('p99_us'))} | {num(errors)} | {num(cpu, 2)} | {num(per, 1)} | {num(extra.get('backend_cpu'), 2)} | {num(vs_g, 2)}{'×' if vs_g else ''} | {num(vs_n, 2)}{'×' if vs_n else ''} | {anon} |")
+        w(f"| {GATED_NAMES[peer]} | {num(rate)} | {num(lat.get('p50_us'))} | {num(lat.get('p99_us'))} | {num(errors)} | {num(cpu, 2)} | {num(per, 1)} | {num(extra.get('backend_cpu'), 2)} | {num(extra.get('threads'))} | {num(vs_g, 2)}{'×' if vs_g else ''} | {num(vs_n, 2)}{'×' if vs_n else ''} | {anon} |")
     w("")
     w("*unauthenticated request*: the status `gantry up` gives the same request without a credential (the gate at work; a browser is sent to log in).")
+    names = [(p, (rows[p][1] or {}).get("thread_names")) for p in ("gantry-proxy", "gantry-up-cookie") if p in rows]
+    names = [f"{GATED_NAMES[p]}: {n}" for p, n in names if n]
+    if names:
+        w("")
+        w("Threads by name: " + "; ".join(names) + ".")
     w("")
     w("### Targets")
     w("")
