@@ -11,6 +11,12 @@ they are. The proxy report (`report.py OUT_DIR`) ends with the spawn section: re
 OUT_DIR/spawn.json when that run measured it (`bench/run all`), else carried over from the
 results file named by $BENCH_RESULTS_CARRY (default bench/RESULTS.md), so that regenerating
 one part never drops the other.
+
+The gated-path benchmark (`bench/run gated`) works the same way: `report.py --gated OUT_DIR
+RESULTS.md` renders OUT_DIR/gated/ (keep-alive HTTP to one containerised backend: direct,
+nginx, `gantry proxy`, and `gantry up` with a session cookie and with an API token) and splices
+it between its own two HTML comments; the proxy report includes it from OUT_DIR/gated/ when
+that run measured it (`bench/run all`), else carries it over.
 """
 
 from __future__ import annotations
@@ -290,7 +296,12 @@ def render(r: Results) -> str:
         w(analysis.read_text().rstrip())
         w("")
     default_results = Path(__file__).resolve().parent.parent / "RESULTS.md"
-    spawn = render_spawn(r.out) or carried_spawn_section(Path(os.environ.get("BENCH_RESULTS_CARRY") or default_results))
+    carry = Path(os.environ.get("BENCH_RESULTS_CARRY") or default_results)
+    gated = render_gated(r.out) or carried_section(carry, GATED_BEGIN, GATED_END)
+    if gated:
+        w(gated)
+        w("")
+    spawn = render_spawn(r.out) or carried_spawn_section(carry)
     if spawn:
         w(spawn)
         w("")
@@ -358,16 +369,40 @@ def render_spawn(out: Path):
     return "\n".join(lines)
 
 
-def carried_spawn_section(results: Path):
-    """The spawn section of an existing results file, markers included; None if it has none."""
+def carried_section(results: Path, begin: str, end_marker: str):
+    """The section between two markers of an existing results file, markers included; None
+    if it has none."""
     try:
         text = results.read_text()
     except OSError:
         return None
-    start, end = text.find(SPAWN_BEGIN), text.find(SPAWN_END)
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
         return None
-    return text[start:end + len(SPAWN_END)]
+    return text[start:end + len(end_marker)]
+
+
+def carried_spawn_section(results: Path):
+    """The spawn section of an existing results file, markers included; None if it has none."""
+    return carried_section(results, SPAWN_BEGIN, SPAWN_END)
+
+
+def splice(results: Path, section: str, begin: str, end_marker: str, before: str | None = None):
+    """Puts SECTION into the results file in place of the one between the markers; without
+    one, before the marker BEFORE when the file has it, else at the end."""
+    try:
+        text = results.read_text()
+    except OSError:
+        text = "# gantry benchmark results\n"
+    start, end = text.find(begin), text.find(end_marker)
+    if start >= 0 and end > start:
+        text = text[:start] + section + text[end + len(end_marker):]
+    elif before is not None and text.find(before) >= 0:
+        at = text.find(before)
+        text = text[:at] + section + "\n\n" + text[at:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    results.write_text(text)
 
 
 def splice_spawn(out: Path, results: Path):
@@ -376,24 +411,155 @@ def splice_spawn(out: Path, results: Path):
     if section is None:
         sys.exit(f"report.py: no spawn results in {out}/spawn.json")
     (out / "RESULTS-spawn.md").write_text(section + "\n")
-    try:
-        text = results.read_text()
-    except OSError:
-        text = "# gantry benchmark results\n"
-    start, end = text.find(SPAWN_BEGIN), text.find(SPAWN_END)
-    if start >= 0 and end > start:
-        text = text[:start] + section + text[end + len(SPAWN_END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    results.write_text(text)
+    splice(results, section, SPAWN_BEGIN, SPAWN_END)
+
+
+def splice_gated(out: Path, results: Path):
+    """Puts the gated section of OUT_DIR into the results file, in place of its old one (or
+    before the spawn section, where the full report has it)."""
+    section = render_gated(out)
+    if section is None:
+        sys.exit(f"report.py: no gated results in {out}/gated/")
+    (out / "RESULTS-gated.md").write_text(section + "\n")
+    splice(results, section, GATED_BEGIN, GATED_END, before=SPAWN_BEGIN)
+
+
+# ---------------------------------------------------------------------------------------------
+# The gated-path section.
+
+GATED_BEGIN = "<!-- gated path: begin (written by bench/run gated; edits here are replaced) -->"
+GATED_END = "<!-- gated path: end -->"
+GATED_PEERS = ["direct", "nginx", "gantry-proxy", "gantry-up-cookie", "gantry-up-token"]
+GATED_NAMES = {
+    "direct": "direct (no proxy)",
+    "nginx": "nginx",
+    "gantry-proxy": "`gantry proxy`",
+    "gantry-up-cookie": "`gantry up`, session cookie",
+    "gantry-up-token": "`gantry up`, API token",
+}
+
+
+def render_gated(out: Path):
+    """The gated section from OUT_DIR/gated/, markers included; None without results."""
+    g = out / "gated"
+    setup = load(g / "setup.json")
+    if not isinstance(setup, dict):
+        return None
+    run = load(g / "run.json") or {}
+    rows = {}
+    for peer in GATED_PEERS:
+        data = load(g / "raw" / f"{peer}.json")
+        extra = load(g / "raw" / f"{peer}.extra.json") or {}
+        state = load(g / "raw" / f"{peer}.state.json") or {}
+        if data is None and not state:
+            continue
+        rows[peer] = (data, extra, state)
+    if not rows:
+        return None
+
+    def valid(peer):
+        """(req/s, p50, p99, cpu) when measured with under 1% errors, else None."""
+        data, extra, _ = rows.get(peer, (None, {}, {}))
+        if not data or not data.get("req_per_s"):
+            return None
+        errors = sum((data.get("errors") or {}).values())
+        if errors > 0.01 * (data.get("requests") or 0):
+            return None
+        lat = data.get("latency", {})
+        return data["req_per_s"], lat.get("p50_us"), lat.get("p99_us"), extra.get("proxy_cpu")
+
+    quick = str(setup.get("quick")) == "1"
+    d, c = setup.get("duration_s"), setup.get("connections")
+    cpuset = setup.get("cpuset")
+    pinned = "not pinned (one CPU)" if cpuset in (None, "") else f"pinned to CPU {cpuset} with `docker update --cpuset-cpus` (no profile key pins CPUs)"
+    lines: list[str] = []
+    w = lines.append
+    w(GATED_BEGIN)
+    w("## Gated path (`gantry up`)")
+    w("")
+    if quick:
+        w("> **QUICK SMOKE RUN (`BENCH_QUICK=1`)**: short loads, run to prove that `bench/run gated` works")
+        w("> end to end; not the benchmark's figures.")
+        w("")
+    w(f"Generated by `bench/run gated` on {setup.get('started', '?')}, in {run.get('elapsed_s', '?')} s ({setup.get('gantry', '?')}; nginx {setup.get('nginx', '?')}; {setup.get('wrk', '?')}; Docker {setup.get('docker', '?')}; {setup.get('cores', '?')} × {setup.get('cpu', '?')}). Raw results: `bench/out/{out.name}/gated/` (not committed). Load average at start {setup.get('loadavg_start', '?')}, at the end {run.get('loadavg_end', '?')}: anything else running on the machine skews the numbers.")
+    w("")
+    w("Method:")
+    w("")
+    w(f"- **One backend**: `bench-backend` (one thread) in a Docker container (image `{setup.get('image', '?')}`, `docker import`ed from the binary and its shared libraries), started by `gantry up` as user alice's notebook server (`POST /hub/api/users/alice/server`, profile `bench`) on the gantry instance's own network, at `{setup.get('backend', '?')}`; {pinned}. Every peer below forwards to that container; all requests are GET `{setup.get('path', '?')}`.")
+    w(f"- **Peers**, each a fresh process on CPU 1 ({setup.get('pinning', '?')}): *direct*: wrk to the container; *nginx*: 1 worker, upstream keep-alive 64, one `location /user/alice/`; *`gantry proxy`*: `--threads 1`, one route `/user/alice` added through its API; *`gantry up`*: the hub and proxy on one listener, SQLite in the run's folder, with the gate: only alice (or an admin, or a token allowed to reach her server) gets through to `/user/alice/…`. `gantry up` has no `--threads` flag; it runs pinned with `TOKIO_WORKER_THREADS=1`: one worker thread of tokio's multi-threaded scheduler (plus its blocking pool, idle here), where `gantry proxy --threads 1` runs the current-thread scheduler. Each `gantry up` peer is a fresh process that adopts the running container at start. *session cookie*: the `gantry-session` cookie from logging alice in with her password (`POST /hub/login` with the CSRF token of the login page); *API token*: `Authorization: token …`, a token alice's account got through `POST /hub/api/users/alice/tokens` (scope `self`).")
+    w(f"- **Load**: `wrk -t1 -c{c} -d{d}s --latency` on keep-alive connections after a 1 s warm-up, on CPU 0 with the container, as in the keep-alive scenario above. *proxy CPU* is the proxy process's CPU use during the load (1.00 = one CPU; for direct, the backend's), children included (nginx's worker); *backend CPU* is the container's; *threads* the proxy process's threads after the load (for direct, the backend's).")
+    w("")
+    w("| peer | req/s | p50 µs | p99 µs | errors | proxy CPU | proxy CPU µs per request | backend CPU | threads | vs `gantry proxy` | vs nginx | unauthenticated request |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    base_g, base_n = valid("gantry-proxy"), valid("nginx")
+    for peer in GATED_PEERS:
+        if peer not in rows:
+            continue
+        data, extra, state = rows[peer]
+        if not data:
+            w(f"| {GATED_NAMES[peer]} | not measured: {state.get('reason', 'no result')} | | | | | | | | | | |")
+            continue
+        lat = data.get("latency", {})
+        rate = data.get("req_per_s")
+        errors = sum((data.get("errors") or {}).values())
+        cpu = extra.get("proxy_cpu")
+        per = cpu * 1e6 / rate if isinstance(cpu, (int, float)) and rate and peer != "direct" else None
+        v = valid(peer)
+        vs_g = v[0] / base_g[0] if v and base_g else None
+        vs_n = v[0] / base_n[0] if v and base_n else None
+        anon = state.get("anonymous_status")
+        anon = "–" if anon in (None, "") or peer in ("direct", "nginx", "gantry-proxy") else f"{anon}"
+        w(f"| {GATED_NAMES[peer]} | {num(rate)} | {num(lat.get('p50_us'))} | {num(lat.get('p99_us'))} | {num(errors)} | {num(cpu, 2)} | {num(per, 1)} | {num(extra.get('backend_cpu'), 2)} | {num(extra.get('threads'))} | {num(vs_g, 2)}{'×' if vs_g else ''} | {num(vs_n, 2)}{'×' if vs_n else ''} | {anon} |")
+    w("")
+    w("*unauthenticated request*: the status `gantry up` gives the same request without a credential (the gate at work; a browser is sent to log in).")
+    names = [(p, (rows[p][1] or {}).get("thread_names")) for p in ("gantry-proxy", "gantry-up-cookie") if p in rows]
+    names = [f"{GATED_NAMES[p]}: {n}" for p, n in names if n]
+    if names:
+        w("")
+        w("Threads by name: " + "; ".join(names) + ".")
+    w("")
+    w("### Targets")
+    w("")
+    w("Ratios from this run; *met* only when both sides were measured with under 1% errors.")
+    w("")
+    w("| target | measured | ratio | met | note |")
+    w("| --- | --- | ---: | --- | --- |")
+
+    def verdict(ok):
+        return "–" if ok is None else ("**met**" if ok else "**not met**")
+
+    def note(*vs):
+        cpus = [v[3] for v in vs if v and isinstance(v[3], (int, float))]
+        if len(cpus) == len(vs) and any(cpu < 0.9 for cpu in cpus):
+            return "proxy CPU " + " / ".join(f"{cpu:.2f}" for cpu in cpus) + ": a proxy under 0.90 was not the bottleneck (CPU 0 or other load was)"
+        return ""
+
+    def rate_target(peer, base, base_name, factor):
+        a, b = valid(peer), valid(base)
+        ratio = a[0] / b[0] if a and b else None
+        w(f"| {GATED_NAMES[peer]} req/s ≥ {factor:.2f}× {base_name} | {num(a and a[0])} vs {num(b and b[0])} | {num(ratio, 2)}× | {verdict(None if ratio is None else ratio >= factor)} | {note(a, b) if a and b else ''} |")
+
+    rate_target("gantry-up-cookie", "gantry-proxy", "`gantry proxy`", 0.95)
+    rate_target("gantry-up-token", "gantry-proxy", "`gantry proxy`", 0.95)
+    rate_target("gantry-proxy", "nginx", "nginx", 1.0)
+    a, b = valid("gantry-proxy"), valid("nginx")
+    ratio = a[2] / b[2] if a and b and b[2] else None
+    w(f"| `gantry proxy` p99 ≤ nginx p99 | {num(a and a[2])} µs vs {num(b and b[2])} µs | {num(ratio, 2)}× | {verdict(None if ratio is None else ratio <= 1.0)} | |")
+    rate_target("gantry-up-cookie", "nginx", "nginx", 0.95)
+    rate_target("gantry-up-token", "nginx", "nginx", 0.95)
+    w(GATED_END)
+    return "\n".join(lines)
 
 
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--spawn":
         splice_spawn(Path(sys.argv[2]), Path(sys.argv[3]))
         return
+    if len(sys.argv) == 4 and sys.argv[1] == "--gated":
+        splice_gated(Path(sys.argv[2]), Path(sys.argv[3]))
+        return
     if len(sys.argv) != 2:
-        sys.exit("usage: report.py OUT_DIR | report.py --spawn OUT_DIR RESULTS.md")
+        sys.exit("usage: report.py OUT_DIR | report.py --spawn OUT_DIR RESULTS.md | report.py --gated OUT_DIR RESULTS.md")
     print(render(Results(Path(sys.argv[1]))))
 
 
