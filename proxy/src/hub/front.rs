@@ -106,3 +106,28 @@ impl Handler for FrontTier {
         self.hub.handle(request, conn).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Dispatch, dispatch};
+
+    #[test]
+    fn the_hub_is_chosen_on_the_decoded_path() {
+        for (raw, expected) in [
+            ("/", Dispatch::Home),
+            ("/hub", Dispatch::Hub),
+            ("/hub/login", Dispatch::Hub),
+            ("/%68ub/login", Dispatch::Hub),
+            ("/h%75b/api/users", Dispatch::Hub),
+            ("/hubx", Dispatch::DataPlane),
+            ("/HUB/login", Dispatch::DataPlane),
+            ("/user/alice/", Dispatch::DataPlane),
+            ("/%75ser/alice/", Dispatch::DataPlane),
+            ("/hub/%2e%2e/user/alice", Dispatch::HubBadPath),
+            ("/%68ub/%2e%2e/user/alice", Dispatch::DataPlane),
+            ("/user/%2e%2e/hub/", Dispatch::DataPlane),
+        ] {
+            assert_eq!(dispatch(raw), expected, "{raw}");
+        }
+    }
+}
