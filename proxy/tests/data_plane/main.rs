@@ -7,6 +7,7 @@
 mod api;
 mod failures;
 mod forwarding;
+mod reuse;
 mod shutdown;
 mod support;
 mod tls;
