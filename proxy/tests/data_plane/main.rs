@@ -8,6 +8,7 @@ mod api;
 mod failures;
 mod forwarding;
 mod gate;
+mod reuse;
 mod shutdown;
 mod support;
 mod tls;
