@@ -117,39 +117,41 @@ impl fmt::Debug for SecretHash {
     }
 }
 
-/// A presented secret reduced to what a lookup needs: its public prefix and its hash. Caches
-/// key on this, so the secret itself is never kept once a request is answered.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// A presented secret reduced to what a lookup needs: its public prefix and its SHA-256.
+/// Caches key on this, so the secret itself is never kept once a request is answered. Held
+/// inline (no allocation): it is made on every request that carries a credential.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SecretKey {
-    prefix: String,
-    hash: SecretHash,
+    prefix: [u8; PREFIX_LEN],
+    digest: [u8; 32],
 }
 
 impl SecretKey {
     /// The key of a presented secret; `None` when it is not [`well_formed`] (no stored
     /// secret can match it).
     pub fn of(presented: &str) -> Option<Self> {
-        let prefix = prefix_of(presented)?;
+        let prefix = prefix_of(presented)?.as_bytes().try_into().ok()?;
         Some(Self {
-            prefix: prefix.to_owned(),
-            hash: SecretHash::of(presented),
+            prefix,
+            digest: Sha256::digest(presented.as_bytes()).into(),
         })
     }
 
     /// The public lookup prefix.
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        // Hex digits, checked by `well_formed`.
+        std::str::from_utf8(&self.prefix).unwrap_or_default()
     }
 
-    /// The hash.
-    pub fn hash(&self) -> &SecretHash {
-        &self.hash
+    /// The stored form of the hash.
+    pub fn hash(&self) -> SecretHash {
+        SecretHash(hex(&self.digest))
     }
 }
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretKey({}…)", self.prefix)
+        write!(f, "SecretKey({}…)", self.prefix())
     }
 }
 

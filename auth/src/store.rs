@@ -948,6 +948,7 @@ impl Store {
                            WHERE s.id_hash = $1 AND s.expires > $2";
         const TOUCH: &str = "UPDATE sessions SET last_seen = $1 WHERE id_hash = $2";
         let hash = key.hash();
+        let hash = &hash;
         let now = now.as_second();
         let row: Option<SessionRow> = on_db!(self, |pool| {
             sqlx::query_as(SQL)
@@ -1226,7 +1227,7 @@ impl Store {
                            FROM api_tokens t JOIN users u ON u.id = t.user_id \
                            WHERE t.prefix = $1";
         const TOUCH: &str = "UPDATE api_tokens SET last_used = $1 WHERE id = $2";
-        let (prefix, hash) = (key.prefix(), key.hash());
+        let (prefix, hash) = (key.prefix(), &key.hash());
         let now = now.as_second();
         let rows: Vec<TokenUserRow> = on_db!(self, |pool| {
             sqlx::query_as(SQL).bind(prefix).fetch_all(pool).await

@@ -105,9 +105,15 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    // One thread means one event loop, like one nginx worker: the current-thread scheduler
-    // spares the work-stealing machinery a single worker cannot use.
-    let mut runtime = match args.threads {
+    runtime(args.threads)?.block_on(serve_proxy(args))
+}
+
+/// The async runtime for `threads` worker threads (`--threads`; `None`: one per CPU). One
+/// thread means one event loop, like one nginx worker: the current-thread scheduler spares
+/// the work-stealing machinery a single worker cannot use. Blocking work (password hashing,
+/// SQLite) runs on tokio's blocking pool either way.
+pub(crate) fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut runtime = match threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(threads) => {
@@ -117,11 +123,10 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<()> {
         }
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    runtime.enable_all();
     runtime
+        .enable_all()
         .build()
-        .context("cannot start the async runtime")?
-        .block_on(serve_proxy(args))
+        .context("cannot start the async runtime")
 }
 
 async fn serve_proxy(args: ProxyArgs) -> anyhow::Result<()> {

@@ -106,6 +106,10 @@ pub(crate) struct UpArgs {
     /// Log level: error, warn, info, debug or trace. RUST_LOG, when set, takes precedence.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Worker threads [default: one per CPU]. 1 runs tokio's current-thread scheduler, one
+    /// event loop like one nginx worker (as `gantry proxy --threads 1`).
+    #[arg(long, env = "GANTRY_THREADS")]
+    threads: Option<usize>,
 }
 
 /// Flags of `gantry check-config`.
@@ -148,11 +152,7 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<()> {
 pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
     let config = args.config.load()?;
     init_logging(&args.log_level, config.hub.log_format)?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(serve_hub(config))
+    super::proxy::runtime(args.threads)?.block_on(serve_hub(config))
 }
 
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {

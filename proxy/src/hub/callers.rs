@@ -132,6 +132,11 @@ impl Known {
     /// never case-folded again: with `username_case = "fold"`, `alice` does not reach the
     /// servers of an account stored as `Alice` before folding was switched on.
     pub fn may_access(&self, account: &str) -> bool {
+        // The common case, the owner: no need to parse the name again.
+        let own = &self.user().name;
+        if own.as_str() == account {
+            return self.permits(Action::AccessServer(own));
+        }
         match UserName::parse(account, AS_STORED) {
             Ok(name) if name.as_str() == account => self.permits(Action::AccessServer(&name)),
             _ => false,
@@ -248,7 +253,7 @@ impl Callers {
         }
         match self.lookup(&key, wall).await? {
             Some(known) => {
-                self.remember(key.clone(), known.clone(), now);
+                self.remember(key, known.clone(), now);
                 Ok(Some((key.1, known)))
             }
             None => {
@@ -360,7 +365,7 @@ impl Callers {
         self.lookups.prune();
         self.tunnels.retain(|_, t| t.lease.strong_count() > 0);
         let wall = Timestamp::now();
-        let keys: Vec<Key> = self.known.iter().map(|(key, _)| (*key).clone()).collect();
+        let keys: Vec<Key> = self.known.iter().map(|(key, _)| *key).collect();
         for key in keys {
             let started = Instant::now();
             match self.lookup(&key, wall).await? {
@@ -382,7 +387,7 @@ impl Callers {
             let Some((key, account)) = self
                 .tunnels
                 .get(id)
-                .map(|t| (t.key.clone(), Arc::clone(&t.account)))
+                .map(|t| (t.key, Arc::clone(&t.account)))
             else {
                 continue;
             };
@@ -392,7 +397,7 @@ impl Callers {
                 Some(entry) => Some(entry.known.clone()),
                 None => match self.lookup(&key, wall).await {
                     Ok(Some(known)) => {
-                        self.remember(key.clone(), known.clone(), now);
+                        self.remember(key, known.clone(), now);
                         Some(known)
                     }
                     Ok(None) => None,

@@ -69,12 +69,16 @@ impl CookiePolicy {
     /// second copy can only come from somewhere else (a tossed cookie with another path or
     /// domain), and picking one would let it win.
     pub fn get(self, headers: &HeaderMap, base: &str) -> Option<String> {
-        let name = self.name(base);
+        // Compared without building the name: this runs on every gated request.
+        let named = |name: &str| match self.https {
+            true => name.strip_prefix("__Host-") == Some(base),
+            false => name == base,
+        };
         let mut found: Option<String> = None;
         for header in headers.get_all(COOKIE) {
             let Ok(text) = header.to_str() else { continue };
             for cookie in Cookie::split_parse_encoded(text).flatten() {
-                if cookie.name() != name {
+                if !named(cookie.name()) {
                     continue;
                 }
                 match &found {
