@@ -464,3 +464,204 @@ fn fresh_postgres_schema() -> anyhow::Result<Option<String>> {
         "{url}{separator}options[search_path]={schema}"
     )))
 }
+
+/// A server on `addr` that answers a plain request with 200 and echoes WebSocket messages:
+/// the notebook servers of the tunnel test relay their port 8888 to it.
+async fn ws_echo_server(listener: tokio::net::TcpListener) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            // Peek at the head without consuming it: tungstenite reads it again.
+            let mut head = vec![0u8; 4096];
+            let mut seen = 0;
+            for _ in 0..50 {
+                seen = stream.peek(&mut head).await.unwrap_or(0);
+                if head[..seen].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let text = String::from_utf8_lossy(&head[..seen]).to_ascii_lowercase();
+            if !text.contains("upgrade: websocket") {
+                let mut stream = stream;
+                let mut drain = vec![0u8; seen];
+                let _ = stream.read_exact(&mut drain).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+                return;
+            }
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            use futures_util::{SinkExt, StreamExt};
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_close() || ws.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `path` through gantry with one credential header.
+async fn open_socket(
+    gantry: &TestGantry,
+    path: &str,
+    header: (&'static str, String),
+) -> anyhow::Result<Socket> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://127.0.0.1:{}{path}", gantry.port()).into_client_request()?;
+    request.headers_mut().insert(header.0, header.1.parse()?);
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .with_context(|| format!("WebSocket to {path}"))?;
+    Ok(socket)
+}
+
+/// Whether the socket still echoes.
+async fn echoes(socket: &mut Socket) -> bool {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    if socket.send(Message::text("ping")).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), socket.next()).await,
+        Ok(Some(Ok(message))) if message == Message::text("ping")
+    )
+}
+
+/// Waits (up to `bound`) for the socket to be closed by gantry.
+async fn closed_within(socket: &mut Socket, bound: Duration) -> bool {
+    use futures_util::StreamExt;
+    tokio::time::timeout(bound, async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(message)) if message.is_close() => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn each_tunnel_ends_with_the_credential_that_opened_it() -> anyhow::Result<()> {
+    let image = ensure_busybox_image()?;
+    let instance = format!("gt-tunnel-{}", std::process::id());
+    let _cleanup = DockerCleanup::new(&instance);
+    let echo_port = gantry_integration_tests::free_port()?;
+    // The server relays its port 8888 to the test's echo server on the network's gateway
+    // (the host address its JUPYTERHUB_API_URL names).
+    let script = format!(
+        "gw=$(echo $JUPYTERHUB_API_URL | cut -d/ -f3 | cut -d: -f1) && \
+         exec /bin/busybox nc -ll -p 8888 -e /bin/busybox nc $gw {echo_port}"
+    );
+    let mut gantry = TestGantry::new(&format!(
+        "[docker]\ninstance = \"{instance}\"\nnetwork = \"{instance}\"\n\
+         [profiles.tiny]\ndisplay_name = \"Tiny\"\ndescription = \"a relay\"\n\
+         image = \"{image}\"\ncmd = [\"/bin/busybox\", \"sh\", \"-c\", \"{script}\"]\n"
+    ))?;
+    gantry.add_user("root", PASSWORD, true)?;
+    gantry.add_user("ops", PASSWORD, true)?;
+    gantry.add_user("bob", PASSWORD, false)?;
+    gantry.start().await?;
+    let gateway = std::process::Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            &instance,
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ])
+        .output()
+        .context("docker network inspect")?;
+    let gateway = String::from_utf8(gateway.stdout)?.trim().to_owned();
+    ensure!(!gateway.is_empty(), "no gateway for the network {instance}");
+    let listener = tokio::net::TcpListener::bind((gateway.as_str(), echo_port)).await?;
+    tokio::spawn(ws_echo_server(listener));
+
+    let (bob, bob_xsrf, bob_session) = session_of(&gantry, "bob").await?;
+    start_server(&gantry, &bob, &bob_xsrf, "bob", "bob").await?;
+    let (root, root_xsrf, root_session) = session_of(&gantry, "root").await?;
+    let (_, ops_xsrf, ops_session) = session_of(&gantry, "ops").await?;
+    let (bob_token, bob_token_id) = token_of(&gantry, &bob, &bob_xsrf, "bob").await?;
+    let cookie = |session: &str| ("cookie", format!("gantry-session={session}"));
+
+    // Bob's own sockets, by session and by token, and the admins' sockets into his server.
+    let mut by_bob = open_socket(&gantry, "/%75ser/bob/ws", cookie(&bob_session)).await?;
+    let mut by_token = open_socket(
+        &gantry,
+        "/user/bob/ws",
+        ("authorization", format!("token {bob_token}")),
+    )
+    .await?;
+    let mut by_root = open_socket(&gantry, "/user/bob/ws", cookie(&root_session)).await?;
+    let mut by_ops = open_socket(&gantry, "/user/bob/ws", cookie(&ops_session)).await?;
+    for socket in [&mut by_bob, &mut by_token, &mut by_root, &mut by_ops] {
+        assert!(echoes(socket).await);
+    }
+
+    // The admin root logs out: root's socket into bob's server closes, nobody else's.
+    let logout = root
+        .post(format!("{}/hub/logout", gantry.url()))
+        .header("origin", gantry.url())
+        .form(&[("_xsrf", root_xsrf.as_str())])
+        .send()
+        .await?;
+    assert_eq!(logout.status(), 303);
+    assert!(
+        closed_within(&mut by_root, Duration::from_secs(10)).await,
+        "root's socket"
+    );
+    assert!(echoes(&mut by_bob).await && echoes(&mut by_token).await && echoes(&mut by_ops).await);
+
+    // ops loses admin rights (root logs in again to do it): ops's socket into bob's closes.
+    let (root, root_xsrf, _) = session_of(&gantry, "root").await?;
+    let demoted = root
+        .patch(format!("{}/hub/api/users/ops", gantry.url()))
+        .header("origin", gantry.url())
+        .header("x-xsrftoken", &root_xsrf)
+        .json(&json!({"admin": false}))
+        .send()
+        .await?;
+    assert_eq!(demoted.status(), 200);
+    assert!(
+        closed_within(&mut by_ops, Duration::from_secs(10)).await,
+        "ops's socket"
+    );
+    let _ = ops_xsrf;
+
+    // Bob revokes his token: the socket it opened closes; his session's stays.
+    let revoked = bob
+        .delete(format!(
+            "{}/hub/api/users/bob/tokens/{bob_token_id}",
+            gantry.url()
+        ))
+        .header("origin", gantry.url())
+        .header("x-xsrftoken", &bob_xsrf)
+        .send()
+        .await?;
+    assert_eq!(revoked.status(), 204);
+    assert!(
+        closed_within(&mut by_token, Duration::from_secs(10)).await,
+        "the token's socket"
+    );
+    assert!(echoes(&mut by_bob).await);
+
+    // `gantry user revoke bob`, another process: bob's socket closes within the bound.
+    let (code, out, err) = gantry.command(&["user", "revoke", "bob"], "")?;
+    ensure!(code == 0, "gantry user revoke: {out}{err}");
+    assert!(
+        closed_within(&mut by_bob, CROSS_PROCESS_BOUND).await,
+        "bob's socket"
+    );
+    Ok(())
+}
