@@ -89,17 +89,24 @@ struct GatedProxy {
 
 impl GatedProxy {
     async fn start() -> Self {
+        Self::start_with_tls(None).await
+    }
+
+    async fn start_with_tls(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let table = Arc::new(RouteTable::new(false));
         let gate = Arc::new(RecordingGate::default());
         let metrics = Metrics::new();
-        let config = ProxyConfig::default();
+        let config = ProxyConfig {
+            tls: tls.is_some(),
+            ..ProxyConfig::default()
+        };
         let settings = ServeSettings {
             max_header_bytes: config.max_header_bytes,
             header_timeout: config.header_timeout,
             shutdown_grace: config.shutdown_grace,
-            tls: None,
+            tls,
         };
         let proxy = Proxy::new(Arc::clone(&table), config, metrics.clone())
             .with_gate(Arc::clone(&gate) as Arc<dyn Gate>)
@@ -184,6 +191,47 @@ async fn every_spelling_of_an_owned_route_passes_the_gate_first() {
         proxy.metrics.gate_refusals.get(),
         2 * SPELLINGS.len() as u64
     );
+}
+
+#[tokio::test]
+async fn http2_over_tls_is_gated_on_the_route_that_matched() {
+    use http_body_util::BodyExt;
+    let backend = EchoBackend::start().await;
+    let tls = crate::tls::self_signed();
+    let proxy = GatedProxy::start_with_tls(Some(tls.acceptor)).await;
+    proxy.owned("/user/alice", &backend.url(), "alice");
+    let stream = crate::tls::connect(proxy.addr, &tls.cert, b"h2").await;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut send = |path: &str, user: Option<&str>| {
+        let mut request = Request::get(format!("https://localhost{path}"));
+        if let Some(user) = user {
+            request = request.header("x-test-user", user);
+        }
+        sender.send_request(
+            request
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+    };
+    for path in ["/%75ser/alice/api", "/user/%61lice/api", "/user/alice/api"] {
+        let response = send(path, None).await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 403, "{path}");
+        let response = send(path, Some("bob")).await.unwrap();
+        assert_eq!(response.status(), 403, "{path} as bob");
+    }
+    assert_eq!(backend.hits(), 0);
+    let response = send("/%75ser/alice/api", Some("alice")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("/%75ser/alice/api"));
+    assert_eq!(backend.hits(), 1);
 }
 
 #[tokio::test]

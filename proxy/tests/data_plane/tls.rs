@@ -16,16 +16,16 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::*;
 
-struct Tls {
-    acceptor: tokio_rustls::TlsAcceptor,
-    cert: CertificateDer<'static>,
+pub struct Tls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub cert: CertificateDer<'static>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn self_signed() -> Tls {
+pub fn self_signed() -> Tls {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert = certified.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
@@ -44,8 +44,8 @@ fn self_signed() -> Tls {
     }
 }
 
-async fn connect(
-    proxy: &TestProxy,
+pub async fn connect(
+    addr: std::net::SocketAddr,
     cert: &CertificateDer<'static>,
     alpn: &[u8],
 ) -> TlsStream<TcpStream> {
@@ -57,7 +57,7 @@ async fn connect(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
-    let tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
@@ -76,7 +76,7 @@ async fn http2_over_tls_is_forwarded_as_http11_with_host_and_proto() {
     let proxy = TestProxy::start_with_tls(config, Some(tls.acceptor)).await;
     proxy.route("/user/alice", &backend.url());
 
-    let stream = connect(&proxy, &tls.cert, b"h2").await;
+    let stream = connect(proxy.addr, &tls.cert, b"h2").await;
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -126,7 +126,7 @@ async fn websocket_over_tls_round_trips() {
     let proxy = TestProxy::start_with_tls(config, Some(tls.acceptor)).await;
     proxy.route("/", &format!("http://{backend_addr}"));
 
-    let stream = connect(&proxy, &tls.cert, b"http/1.1").await;
+    let stream = connect(proxy.addr, &tls.cert, b"http/1.1").await;
     let (mut ws, response) = tokio_tungstenite::client_async("wss://localhost/ws", stream)
         .await
         .unwrap();
