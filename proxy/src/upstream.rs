@@ -24,8 +24,9 @@
 //!   the pool's own connection task does; and the error-target hook, which is rare.
 //!
 //! **Stale connections.** An idle connection in a slot is not read from, so an upstream that
-//! closes it is noticed on the next use: the connection reads the close before it writes the
-//! request, and hands the request back unsent, so it costs nothing but a new connection. If the close races with the request, the request may already be written: it is
+//! closes it is noticed on the next use: the connection is polled once before the request is
+//! handed to it, and a close seen then costs nothing but a new connection (the request was not
+//! written). If the close races with the request, the request may already be written: it is
 //! then sent again on a new connection only when that cannot do harm twice, that is for
 //! `GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE` and `TRACE` requests without a body; anything
 //! else fails with 502.
@@ -44,7 +45,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -275,10 +276,9 @@ async fn exchange(
     mut driven: Box<Driven>,
     request: Request<RequestBody>,
 ) -> Result<(Response<Incoming>, Option<Box<Driven>>), Failed> {
-    // A reused connection takes the request only if it is idle and wants one; one the
-    // upstream closed meanwhile sees the close before it writes anything, and hands the
-    // request back unsent.
-    let mut open = true;
+    // Let an idle connection see a close (or the end of its previous exchange) before the
+    // request is handed to it.
+    let mut open = std::future::poll_fn(|cx| Poll::Ready(driven.poll_once(cx))).await;
     let response = driven.sender.try_send_request(request);
     let mut response = pin!(response);
     let result = std::future::poll_fn(|cx| {
@@ -536,12 +536,13 @@ impl ConnSlot {
         (idle.expires > Instant::now()).then_some(idle.conn)
     }
 
-    /// Keeps `conn` for the next request if it is ready for one: the exchange is complete on
-    /// both sides (a request body still being written, say, is not) and the connection has
-    /// asked for the next request, which it does in the poll that delivers the response
-    /// body's end.
-    fn park(&self, conn: Box<Driven>, idle_timeout: Duration) {
-        if !conn.sender.is_ready() {
+    /// Keeps `conn` for the next request if it is ready for one.
+    fn park(&self, mut conn: Box<Driven>, idle_timeout: Duration) {
+        // A last look, without waiting: the exchange must be complete on both sides (a
+        // request body still being written, say, is not) and the upstream must not have
+        // closed. Whoever polls it next registers a real waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        if !conn.poll_once(&mut cx) || !conn.sender.is_ready() {
             return;
         }
         let expires = Instant::now() + idle_timeout;
