@@ -8,14 +8,13 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
 
 use crate::path::PathError;
-use crate::upstream::UpstreamResponseBody;
 
 /// The body every response of the proxy has: an upstream's streamed body, or one of ours (a
 /// fixed body, or a stream such as the hub's Server-Sent Events).
-pub type ResponseBody =
-    Either<UpstreamResponseBody, UnsyncBoxBody<Bytes, std::convert::Infallible>>;
+pub type ResponseBody = Either<Incoming, UnsyncBoxBody<Bytes, std::convert::Infallible>>;
 
 /// One of our own bodies, with fixed content.
 pub fn full_body(bytes: impl Into<Bytes>) -> ResponseBody {

@@ -23,6 +23,10 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::ProxyConfig;
 use crate::errors::{ProxyError, ResponseBody, builtin_response};
@@ -34,18 +38,21 @@ use crate::private_cookies::PrivateCookies;
 use crate::routes::{Route, RouteTable, Target};
 use crate::server::{ConnInfo, Handler};
 use crate::tunnel;
-use crate::upstream::Upstreams;
+
+/// The body sent upstream: the client's streamed body, or nothing (error-target lookups).
+type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// How long the error-target hook may take before the built-in page is used.
 const ERROR_TARGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The routing reverse proxy: the route table, the upstream connections, the gate for owned
+/// The routing reverse proxy: the route table, the pooled upstream client, the gate for owned
 /// routes, the private cookies and the metrics.
 #[derive(Debug)]
 pub struct Proxy {
     table: Arc<RouteTable>,
     config: ProxyConfig,
-    upstreams: Upstreams,
+    client: UpstreamClient,
     metrics: Metrics,
     /// Checks requests on owned routes; without one, owned routes answer 404.
     gate: Option<Arc<dyn Gate>>,
@@ -56,10 +63,27 @@ pub struct Proxy {
 impl Proxy {
     /// Builds the proxy over a shared route table.
     pub fn new(table: Arc<RouteTable>, config: ProxyConfig, metrics: Metrics) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.upstream_connect_timeout));
+        let builder = match HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(builder) => builder,
+            Err(error) => {
+                tracing::warn!(%error, "no system CA certificates found; https upstreams will fail verification");
+                HttpsConnectorBuilder::new().with_tls_config(empty_roots_tls_config())
+            }
+        };
+        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.upstream_idle_timeout)
+            .build(connector);
         Self {
             table,
-            upstreams: Upstreams::new(&config),
             config,
+            client,
             metrics,
             gate: None,
             private_cookies: None,
@@ -169,7 +193,7 @@ impl Proxy {
         let started = Instant::now();
         let sent = tokio::time::timeout(
             self.config.upstream_response_timeout,
-            self.upstreams.send(upstream_request),
+            self.client.request(upstream_request),
         )
         .await;
         let mut response = match sent {
@@ -289,7 +313,7 @@ impl Proxy {
             .header(header::ACCEPT, "text/html")
             .body(Either::Right(Empty::new()))
             .ok()?;
-        let response = tokio::time::timeout(ERROR_TARGET_TIMEOUT, self.upstreams.send_pooled(request))
+        let response = tokio::time::timeout(ERROR_TARGET_TIMEOUT, self.client.request(request))
             .await
             .ok()?
             // JupyterHub starts the proxy before the hub listens, so early misses are routine.
@@ -385,4 +409,16 @@ fn strip_port(authority: &str) -> &str {
         Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => authority,
     }
+}
+
+fn empty_roots_tls_config() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|builder| {
+            builder
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
 }

@@ -2,8 +2,8 @@
 //! notebook crosses, and the route API that tells it where notebooks are.
 //!
 //! This crate owns the data plane: the route table ([`routes`]), the path-safety check
-//! ([`path`]), header rewriting ([`headers`]), forwarding ([`forward`]) over upstream connections driven by
-//! each client connection's own task ([`upstream`]), WebSocket tunnels (the private `tunnel` module), error pages ([`errors`]), the CHP-compatible
+//! ([`path`]), header rewriting ([`headers`]), forwarding with pooled upstream connections and
+//! WebSocket tunnels ([`forward`] and the private `tunnel` module), error pages ([`errors`]), the CHP-compatible
 //! route API ([`api`]), metrics ([`metrics`]) and connection serving ([`server`]). The data plane
 //! depends on neither `gantry-auth` nor `gantry-spawner` (a unit test reads the sources to keep it
 //! so); [`hub`], beside it, composes all three: login, sessions and the hub's API. It also builds the `gantry` binary, the only place that reads flags or
@@ -22,7 +22,6 @@ pub mod private_cookies;
 pub mod routes;
 pub mod server;
 mod tunnel;
-pub mod upstream;
 
 #[cfg(test)]
 mod boundary;

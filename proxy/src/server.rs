@@ -5,11 +5,6 @@
 //! HTTP/2 or HTTP/1.1 as ALPN decides. On shutdown the listener closes at once, every
 //! connection is asked to finish its in-flight request and close, and `serve` returns when all
 //! have, or when the grace period is over.
-//!
-//! Each HTTP/1.1 connection has a [`ConnSlot`] for its idle upstream connection, passed to the
-//! handler in every request's extensions: the proxy's next request on the same connection
-//! reuses it without a shared pool (see [`crate::upstream`]). The slot's expiry timer runs in
-//! the connection's task and the slot goes with the connection.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,7 +23,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::errors::ResponseBody;
-use crate::upstream::ConnSlot;
 
 /// How long a client has to complete a TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,21 +137,16 @@ pub async fn serve<H: Handler>(
     }
 }
 
-/// The service for one connection; with a `slot`, every request carries it in its extensions.
 fn service<H: Handler>(
     handler: Arc<H>,
     conn: ConnInfo,
-    slot: Option<ConnSlot>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<ResponseBody>,
     Error = Infallible,
     Future = impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send,
 > + Clone {
-    service_fn(move |mut request: Request<Incoming>| {
-        if let Some(slot) = &slot {
-            request.extensions_mut().insert(slot.clone());
-        }
+    service_fn(move |request| {
         let handler = Arc::clone(&handler);
         async move { Ok::<_, Infallible>(handler.handle(request, conn).await) }
     })
@@ -173,17 +162,15 @@ async fn serve_http1<I, H>(
     I: Read + Write + Unpin + Send + 'static,
     H: Handler,
 {
-    let slot = ConnSlot::new();
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(settings.max_header_bytes.max(8192))
-        .serve_connection(io, service(handler, conn, Some(slot.clone())))
+        .serve_connection(io, service(handler, conn))
         .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => log_end(result, conn),
-        () = slot.expire_idle() => unreachable!("expire_idle never returns"),
         () = stopping(&mut stop) => {
             connection.as_mut().graceful_shutdown();
             log_end(connection.await, conn);
@@ -205,7 +192,7 @@ async fn serve_http2<I, H>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .serve_connection(io, service(handler, conn, None));
+        .serve_connection(io, service(handler, conn));
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => log_end(result, conn),

@@ -79,9 +79,7 @@ pub(crate) struct ProxyArgs {
     /// Milliseconds a graceful shutdown (SIGTERM, SIGINT) waits for in-flight requests.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     shutdown_timeout: u64,
-    /// Worker threads [default: one per CPU]. 1 runs tokio's current-thread scheduler, one
-    /// event loop like one nginx worker; with any count, each client connection's task drives
-    /// its own upstream connections (see `gantry_proxy::upstream`).
+    /// Worker threads [default: one per CPU].
     #[arg(long)]
     threads: Option<usize>,
     /// Token for the route API; JupyterHub sets it in the environment.

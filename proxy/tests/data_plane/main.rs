@@ -8,7 +8,6 @@ mod api;
 mod failures;
 mod forwarding;
 mod gate;
-mod reuse;
 mod shutdown;
 mod support;
 mod tls;
