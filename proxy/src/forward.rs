@@ -353,7 +353,8 @@ impl Handler for Proxy {
             }
             Err(failure) => {
                 tracing::debug!(status = %failure.error.status(), "answered by the proxy");
-                self.error_response(failure).await
+                // Boxed: the error-target fetch is rare and would enlarge every request's future.
+                Box::pin(self.error_response(failure)).await
             }
         };
         self.metrics.record_response(response.status());

@@ -103,7 +103,9 @@ impl Handler for FrontTier {
             *response.status_mut() = StatusCode::OK;
             return response;
         }
-        self.hub.handle(request, conn).await
+        // Boxed: the hub's handlers make a large future, and this one is built for every
+        // request, the data plane's included, which should not pay to move it.
+        Box::pin(self.hub.handle(request, conn)).await
     }
 }
 
