@@ -55,6 +55,10 @@ pub enum Admission {
 /// A boxed admission future: one allocation per gated request.
 pub type AdmissionFuture<'a> = Pin<Box<dyn Future<Output = Admission> + Send + 'a>>;
 
+/// A boxed future of the answer for an unrouted path (`None`: the data plane's 404).
+pub type UnroutedFuture<'a> =
+    Pin<Box<dyn Future<Output = Option<Response<ResponseBody>>> + Send + 'a>>;
+
 /// The check for owned routes, and the answer for paths no route matches.
 pub trait Gate: Send + Sync + std::fmt::Debug + 'static {
     /// Decides whether `request` may reach `owner`'s server. `upgrade` says whether the
@@ -76,7 +80,7 @@ pub trait Gate: Send + Sync + std::fmt::Debug + 'static {
         request: &'a Request<Incoming>,
         conn: &'a ConnInfo,
         path: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Option<Response<ResponseBody>>> + Send + 'a>>;
+    ) -> UnroutedFuture<'a>;
 }
 
 /// Ends the tunnels opened under one admission when the credential behind it ends (logout,

@@ -42,6 +42,23 @@ fn gantry_with_echo(instance: &str, image: &str) -> anyhow::Result<TestGantry> {
 
 /// Starts `user`'s default server on the tiny profile with `client`'s session and waits
 /// until the owner reaches it.
+/// POSTs `body` as JSON with `client`'s session and CSRF token.
+async fn post_json(
+    gantry: &TestGantry,
+    client: &Client,
+    xsrf: &str,
+    path: &str,
+    body: Value,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{}{path}", gantry.url()))
+        .header("origin", gantry.url())
+        .header("x-xsrftoken", xsrf)
+        .json(&body)
+        .send()
+        .await
+}
+
 async fn start_server(
     gantry: &TestGantry,
     client: &Client,
@@ -49,13 +66,15 @@ async fn start_server(
     user: &str,
     path: &str,
 ) -> anyhow::Result<()> {
-    let started = client
-        .post(format!("{}/hub/api/users/{path}/server", gantry.url()))
-        .header("origin", gantry.url())
-        .header("x-xsrftoken", xsrf)
-        .json(&json!({"profile": "tiny"}))
-        .send()
-        .await?;
+    let body = json!({"profile": "tiny"});
+    let started = post_json(
+        gantry,
+        client,
+        xsrf,
+        &format!("/hub/api/users/{path}/server"),
+        body,
+    )
+    .await?;
     ensure!(
         started.status() == 202,
         "start {user}: {}",
@@ -80,13 +99,15 @@ async fn token_of(
     xsrf: &str,
     user: &str,
 ) -> anyhow::Result<(String, String)> {
-    let created = client
-        .post(format!("{}/hub/api/users/{user}/tokens", gantry.url()))
-        .header("origin", gantry.url())
-        .header("x-xsrftoken", xsrf)
-        .json(&json!({"note": "gate test"}))
-        .send()
-        .await?;
+    let body = json!({"note": "gate test"});
+    let created = post_json(
+        gantry,
+        client,
+        xsrf,
+        &format!("/hub/api/users/{user}/tokens"),
+        body,
+    )
+    .await?;
     ensure!(
         created.status() == 201,
         "token for {user}: {}",

@@ -37,7 +37,7 @@ use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
 
 use crate::errors::ResponseBody;
-use crate::gate::{Admission, AdmissionFuture, Gate, RouteOwner};
+use crate::gate::{Admission, AdmissionFuture, Gate, RouteOwner, UnroutedFuture};
 use crate::server::ConnInfo;
 use callers::{CallerError, Callers, Kind, Known};
 use config::HubConfig;
@@ -630,9 +630,7 @@ impl Gate for Hub {
         request: &'a Request<Incoming>,
         conn: &'a ConnInfo,
         path: &'a str,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Option<Response<ResponseBody>>> + Send + 'a>,
-    > {
+    ) -> UnroutedFuture<'a> {
         Box::pin(Hub::unrouted(self, request, *conn, path))
     }
 }

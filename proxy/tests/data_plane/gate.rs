@@ -3,12 +3,11 @@
 //! cross to an upstream in either direction.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gantry_proxy::gate::{AdmissionFuture, RouteOwner};
+use gantry_proxy::gate::{AdmissionFuture, RouteOwner, UnroutedFuture};
 use gantry_proxy::metrics::Metrics;
 use gantry_proxy::private_cookies::PrivateCookies;
 use gantry_proxy::server::{ConnInfo, ServeSettings, serve};
@@ -62,13 +61,7 @@ impl Gate for RecordingGate {
         _request: &'a Request<Incoming>,
         _conn: &'a ConnInfo,
         path: &'a str,
-    ) -> Pin<
-        Box<
-            dyn std::future::Future<Output = Option<Response<gantry_proxy::errors::ResponseBody>>>
-                + Send
-                + 'a,
-        >,
-    > {
+    ) -> UnroutedFuture<'a> {
         let user_path = path.starts_with("/user/");
         Box::pin(async move {
             user_path.then(|| {

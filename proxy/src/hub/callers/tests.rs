@@ -46,6 +46,16 @@ async fn session(store: &Store, user: &User) -> String {
         .to_owned()
 }
 
+/// The caller behind `secret`, which must be known.
+async fn known_caller(callers: &Callers, kind: Kind, secret: &str) -> super::Known {
+    callers
+        .resolve(kind, secret, CLIENT)
+        .await
+        .expect("resolve")
+        .expect("known")
+        .1
+}
+
 async fn resolves(callers: &Callers, kind: Kind, secret: &str) -> bool {
     callers
         .resolve(kind, secret, CLIENT)
@@ -75,19 +85,11 @@ async fn this_process_changes_take_effect_on_the_next_request() {
     let root = user(&store, "root", true).await;
     let secret = session(&store, &root).await;
     let callers = Callers::new(store.clone());
-    let (_, known) = callers
-        .resolve(Kind::Session, &secret, CLIENT)
-        .await
-        .expect("resolve")
-        .expect("known");
+    let known = known_caller(&callers, Kind::Session, &secret).await;
     assert!(known.may_access("bob"));
     store.set_admin(root.id, false).await.expect("demote");
     callers.forget_user(root.id);
-    let (_, known) = callers
-        .resolve(Kind::Session, &secret, CLIENT)
-        .await
-        .expect("resolve")
-        .expect("known");
+    let known = known_caller(&callers, Kind::Session, &secret).await;
     assert!(!known.may_access("bob"), "the demotion is seen at once");
     assert!(known.may_access("root"));
 
@@ -112,11 +114,7 @@ async fn tokens_resolve_with_their_scopes_and_never_beyond_them() {
     let callers = Callers::new(store.clone());
     // A token is not a session, and a session cookie is not a token.
     assert!(!resolves(&callers, Kind::Session, token.expose()).await);
-    let (_, known) = callers
-        .resolve(Kind::Token, token.expose(), CLIENT)
-        .await
-        .expect("resolve")
-        .expect("known");
+    let known = known_caller(&callers, Kind::Token, token.expose()).await;
     assert!(known.may_access("alice"));
     assert!(!known.may_access("bob"));
 }
@@ -127,11 +125,7 @@ async fn names_are_compared_as_stored() {
     let alice = user(&store, "alice", false).await;
     let secret = session(&store, &alice).await;
     let callers = Callers::new(store.clone());
-    let (_, known) = callers
-        .resolve(Kind::Session, &secret, CLIENT)
-        .await
-        .expect("resolve")
-        .expect("known");
+    let known = known_caller(&callers, Kind::Session, &secret).await;
     assert!(known.may_access("alice"));
     // The route of an account stored as `Alice` (before case folding) is not alice's.
     assert!(!known.may_access("Alice"));
