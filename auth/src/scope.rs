@@ -108,6 +108,19 @@ impl Scope {
         }
     }
 
+    /// Whether a credential holding this scope, owned by `holder`, holds `wanted` too: the
+    /// rule for minting, where a new token may carry only what the requesting credential
+    /// holds (JupyterHub's subset rule). `admin` holds everything while its owner is an admin;
+    /// `self` holds `self` and access to the holder's own servers; any other scope holds
+    /// itself only.
+    pub fn holds(&self, wanted: &Scope, holder: Owner<'_>) -> bool {
+        match (self, wanted) {
+            (Self::Admin, _) => holder.admin,
+            (Self::SelfUser, Self::AccessServers(user)) => user == holder.name,
+            (held, wanted) => held == wanted,
+        }
+    }
+
     /// What the scope itself names, before the owner's rights cap it.
     fn covers(&self, owner: Owner<'_>, action: Action<'_>) -> bool {
         match (self, action) {
@@ -181,6 +194,14 @@ impl Scopes {
     /// Whether any scope lets a token owned by `owner` do `action`.
     pub fn permits(&self, owner: Owner<'_>, action: Action<'_>) -> bool {
         self.0.iter().any(|scope| scope.permits(owner, action))
+    }
+
+    /// The first scope of `wanted` that a credential with these scopes, owned by `holder`,
+    /// does not hold ([`Scope::holds`]); `None` when it holds them all.
+    pub fn first_not_held<'w>(&self, wanted: &'w Scopes, holder: Owner<'_>) -> Option<&'w Scope> {
+        wanted
+            .iter()
+            .find(|want| !self.0.iter().any(|held| held.holds(want, holder)))
     }
 
     /// Whether `owner` may grant every one of these scopes.

@@ -251,3 +251,55 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_credential_mints_only_scopes_it_holds() {
+    let root = name("root");
+    let alice = name("alice");
+    let admin = Owner {
+        name: &root,
+        admin: true,
+    };
+    let plain = Owner {
+        name: &alice,
+        admin: false,
+    };
+    let set = |s: &str| Scopes::parse(s, POLICY).unwrap();
+    for (held, holder, wanted, missing) in [
+        // `self` of an admin does not reach another user's servers: the probe of issue 11.
+        (
+            "self",
+            admin,
+            "access:servers!user=alice",
+            Some("access:servers!user=alice"),
+        ),
+        ("self", admin, "access:servers!user=root self", None),
+        ("self", admin, "admin", Some("admin")),
+        (
+            "admin",
+            admin,
+            "access:servers!user=alice read:metrics self",
+            None,
+        ),
+        // `admin` held by someone who is no longer an admin holds nothing beyond itself.
+        ("admin", plain, "self", Some("self")),
+        ("access:servers!user=alice", plain, "self", Some("self")),
+        (
+            "access:servers!user=alice",
+            plain,
+            "access:servers!user=alice",
+            None,
+        ),
+        ("self", plain, "access:servers!user=alice", None),
+        ("read:metrics", admin, "read:metrics", None),
+    ] {
+        let wanted = set(wanted);
+        assert_eq!(
+            set(held)
+                .first_not_held(&wanted, holder)
+                .map(ToString::to_string),
+            missing.map(str::to_owned),
+            "{held} minting {wanted}"
+        );
+    }
+}

@@ -976,3 +976,69 @@ async fn info_is_for_admins() -> anyhow::Result<()> {
     assert_eq!(version["version"], "6.1.1");
     Ok(())
 }
+
+/// Issue 11's probe: an admin's token with only `self` could mint a token that reaches another
+/// user's servers. A new token may carry only scopes the requesting credential holds.
+#[tokio::test]
+async fn a_token_mints_only_scopes_it_holds() -> anyhow::Result<()> {
+    let mut gantry = TestGantry::new("")?;
+    gantry.add_user("root", PASSWORD, true)?;
+    gantry.add_user("alice", PASSWORD, false)?;
+    gantry.start().await?;
+    let (root, _) = logged_in(&gantry, "root").await?;
+    let xsrf = session_xsrf(&root, &gantry).await?;
+    let made: Value = root
+        .post(format!("{}/hub/api/users/root/tokens", gantry.url()))
+        .header("origin", gantry.url())
+        .header("x-xsrftoken", &xsrf)
+        .json(&json!({"scopes": ["self"]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let narrow = made["token"].as_str().context("token")?.to_owned();
+    let mint = |user: &str, scopes: Value| {
+        Client::new()
+            .post(format!("{}/hub/api/users/{user}/tokens", gantry.url()))
+            .header("authorization", format!("token {narrow}"))
+            .json(&json!({ "scopes": scopes }))
+            .send()
+    };
+    // A token of root's own that would reach alice's servers.
+    let refused = mint("root", json!(["access:servers!user=alice"])).await?;
+    assert_eq!(refused.status(), 403);
+    let message: Value = refused.json().await?;
+    assert!(
+        message["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("access:servers!user=alice")),
+        "{message}"
+    );
+    // Nor may it act for alice at all.
+    assert_eq!(
+        mint("alice", json!(["access:servers!user=alice"]))
+            .await?
+            .status(),
+        404
+    );
+    assert_eq!(mint("root", json!(["admin"])).await?.status(), 403);
+    assert_eq!(mint("root", json!(["read:metrics"])).await?.status(), 403);
+    // What it holds, it may pass on.
+    assert_eq!(mint("root", json!(["self"])).await?.status(), 201);
+    assert_eq!(
+        mint("root", json!(["access:servers!user=root"]))
+            .await?
+            .status(),
+        201
+    );
+    // The admin's session holds everything an admin may do.
+    let wide = root
+        .post(format!("{}/hub/api/users/alice/tokens", gantry.url()))
+        .header("origin", gantry.url())
+        .header("x-xsrftoken", &xsrf)
+        .json(&json!({"scopes": ["access:servers!user=alice"]}))
+        .send()
+        .await?;
+    assert_eq!(wide.status(), 201);
+    Ok(())
+}

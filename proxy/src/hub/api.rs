@@ -233,17 +233,16 @@ impl Hub {
         if !scopes.grantable_by(owner) {
             return Err(HubError::Forbidden);
         }
-        // A token mints tokens only within what it holds: each scope it holds itself, anything
-        // with `admin` (while its owner is an admin), anything short of `admin` with `self`.
-        if let Caller::Token(auth) = caller {
-            let held = &auth.token.scopes;
-            let has = |wanted: &Scope| held.iter().any(|s| s == wanted);
-            let admin = has(&Scope::Admin) && auth.user.admin;
-            let within =
-                |s: &Scope| admin || has(s) || (has(&Scope::SelfUser) && *s != Scope::Admin);
-            if !scopes.iter().all(within) {
-                return Err(HubError::Forbidden);
-            }
+        // The requesting credential mints only what it holds itself (JupyterHub's subset
+        // rule): a token with `self` cannot make one that reaches another user's servers,
+        // whoever its owner is.
+        let requester = caller.user();
+        let holder = Owner {
+            name: &requester.name,
+            admin: requester.admin,
+        };
+        if let Some(missing) = caller.scopes().first_not_held(&scopes, holder) {
+            return Err(HubError::ScopeNotHeld(missing.to_string()));
         }
         if note.chars().count() > MAX_NOTE_CHARS {
             return Err(HubError::BadRequest(format!(

@@ -20,6 +20,9 @@ pub(super) enum HubError {
     /// 403: authenticated, but not allowed.
     #[error("forbidden")]
     Forbidden,
+    /// 403: a token was asked for a scope the requesting credential does not hold.
+    #[error("the requesting credential does not hold the scope {0}")]
+    ScopeNotHeld(String),
     /// 403 from the CSRF check.
     #[error("CSRF check failed: {0}")]
     Csrf(#[source] gantry_auth::CsrfRejection),
@@ -56,7 +59,9 @@ impl HubError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthenticated | Self::Forbidden | Self::Csrf(_) => StatusCode::FORBIDDEN,
+            Self::Unauthenticated | Self::Forbidden | Self::ScopeNotHeld(_) | Self::Csrf(_) => {
+                StatusCode::FORBIDDEN
+            }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -72,6 +77,7 @@ impl HubError {
             Self::BadRequest(message) => message.clone(),
             Self::Unauthenticated => "Missing or invalid credentials: log in, or send a valid API token.".to_owned(),
             Self::Forbidden => "You are not allowed to do this.".to_owned(),
+            Self::ScopeNotHeld(scope) => format!("The credential making this request does not hold the scope `{scope}`, so it cannot grant it: a new token may carry only scopes the requesting session or token holds."),
             Self::Csrf(_) => "The request failed the cross-site request forgery check: reload the page and try again.".to_owned(),
             Self::NotFound => "Not found.".to_owned(),
             Self::PayloadTooLarge => "The request body is too large.".to_owned(),
