@@ -12,8 +12,9 @@
 //! [`Callers::forget`]) before they answer. Changes made by another process sharing the same
 //! database (a second gantry on PostgreSQL, the `gantry user` command) are picked up by
 //! [`Callers::refresh`], which the binary runs every [`REFRESH_EVERY`]: it checks every cached
-//! entry against the store again, replaces it with what the store says now, and drops it when
-//! the credential is gone. An entry the refresh could not confirm for [`STALE_AFTER`] (the
+//! entry served since its last check against the store again (one query each, so the cost
+//! follows the active callers, not the cache's size), replaces it with what the store says now,
+//! and drops it when the credential is gone. An entry the refresh could not confirm for [`STALE_AFTER`] (the
 //! database is down, say) is no longer served from memory: the next request asks the store
 //! itself, and is refused when the store cannot answer. So another process's change is seen
 //! within [`STALE_AFTER`] (5 s) at most, and a database outage does not stop callers already in
@@ -35,7 +36,7 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -157,6 +158,9 @@ impl Known {
 struct Entry {
     known: Known,
     verified: Instant,
+    /// Served since it was last verified: only such entries are refreshed in the background,
+    /// so the refresh costs a query per active caller, not per cached one.
+    used: AtomicBool,
 }
 
 impl Entry {
@@ -242,6 +246,9 @@ impl Callers {
         if let Some(entry) = &cached
             && entry.usable(now, wall)
         {
+            if !entry.used.load(Ordering::Relaxed) {
+                entry.used.store(true, Ordering::Relaxed);
+            }
             return Ok(Some((key.1, entry.known.clone())));
         }
         if self.unknown.contains_key(&key) {
@@ -280,7 +287,14 @@ impl Callers {
     }
 
     fn remember(&self, key: Key, known: Known, verified: Instant) {
-        self.known.insert(key, Arc::new(Entry { known, verified }));
+        self.known.insert(
+            key,
+            Arc::new(Entry {
+                known,
+                verified,
+                used: AtomicBool::new(false),
+            }),
+        );
     }
 
     /// Forgets the credential `presented` as `kind` (a logout) and ends its tunnels.
@@ -356,7 +370,8 @@ impl Callers {
             .count()
     }
 
-    /// Checks every cached caller and every open tunnel's credential against the store again:
+    /// Checks every cached caller served since its last check, and every open tunnel's
+    /// credential, against the store again:
     /// gone credentials leave memory and end their tunnels, changed ones (admin flag, name,
     /// scopes) replace the cached copy and end the tunnels they no longer permit. The binary
     /// runs it every [`REFRESH_EVERY`]; a failure leaves entries to go stale after
@@ -365,7 +380,16 @@ impl Callers {
         self.lookups.prune();
         self.tunnels.retain(|_, t| t.lease.strong_count() > 0);
         let wall = Timestamp::now();
-        let keys: Vec<Key> = self.known.iter().map(|(key, _)| *key).collect();
+        // Entries not served since their last check are left to go stale (the next request
+        // that needs one looks it up itself), unless a tunnel still depends on them.
+        let tunnelled: std::collections::HashSet<Key> =
+            self.tunnels.iter().map(|t| t.key).collect();
+        let keys: Vec<Key> = self
+            .known
+            .iter()
+            .filter(|(key, entry)| entry.used.load(Ordering::Relaxed) || tunnelled.contains(&**key))
+            .map(|(key, _)| *key)
+            .collect();
         for key in keys {
             let started = Instant::now();
             match self.lookup(&key, wall).await? {

@@ -214,3 +214,24 @@ async fn a_tunnel_ends_with_its_credential_or_its_right_to_the_server() {
     assert!(into_own.has_ended());
     assert_eq!(callers.open_tunnels(), 0);
 }
+
+#[tokio::test]
+async fn the_refresh_checks_only_callers_served_since_their_last_check() {
+    let (store, _dir) = store().await;
+    let alice = user(&store, "alice", false).await;
+    let idle = session(&store, &alice).await;
+    let active = session(&store, &alice).await;
+    let callers = Callers::new(store.clone());
+    assert!(resolves(&callers, Kind::Session, &idle).await);
+    assert!(resolves(&callers, Kind::Session, &active).await);
+    assert!(resolves(&callers, Kind::Session, &active).await);
+    // Another process logs the idle session out.
+    store.delete_session(&idle).await.expect("delete");
+    callers.refresh().await.expect("refresh");
+    // The idle entry was not checked, so it is still served (within its staleness bound)…
+    assert!(resolves(&callers, Kind::Session, &idle).await);
+    // …and now that it was served, the next refresh checks it and drops it.
+    callers.refresh().await.expect("refresh");
+    assert!(!resolves(&callers, Kind::Session, &idle).await);
+    assert!(resolves(&callers, Kind::Session, &active).await);
+}
