@@ -60,6 +60,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "user groups",
         include_str!("../migrations/sqlite/0003_user_groups.sql"),
     ),
+    (
+        5,
+        "identities",
+        include_str!("../migrations/sqlite/0005_identities.sql"),
+    ),
 ];
 
 /// Migrations for PostgreSQL, version for version the same as [`SQLITE_MIGRATIONS`].
@@ -78,6 +83,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "user groups",
         include_str!("../migrations/postgres/0003_user_groups.sql"),
+    ),
+    (
+        5,
+        "identities",
+        include_str!("../migrations/postgres/0005_identities.sql"),
     ),
 ];
 
@@ -195,6 +205,28 @@ pub struct UnixIds {
     pub gid: Option<u32>,
 }
 
+/// An OpenID Connect identity: whom a provider vouches for. `sub` is stable for one user at
+/// one issuer, whatever name the provider shows, so logins are matched on (issuer, subject).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderIdentity {
+    /// The id of the `[auth.oidc.<id>]` provider it came through; for people to read (logins
+    /// match on the issuer).
+    pub provider: String,
+    /// The issuer URL, exactly as the ID token's `iss`.
+    pub issuer: String,
+    /// The subject identifier (`sub`).
+    pub subject: String,
+}
+
+/// An identity linked to an account, as found by [`Store::identities_of`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkedIdentity {
+    /// The identity.
+    pub identity: ProviderIdentity,
+    /// When it was linked (bound at a login, or linked by an admin).
+    pub created: Timestamp,
+}
+
 /// A live session and its user, as found by [`Store::session`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
@@ -309,6 +341,15 @@ pub enum StoreError {
     NoSuchUser {
         /// The id asked for.
         id: UserId,
+    },
+    /// The OpenID identity is linked to an account already (each identity logs into one
+    /// account at most).
+    #[error("the identity {subject:?} of issuer {issuer} is linked to another account")]
+    IdentityTaken {
+        /// The issuer.
+        issuer: String,
+        /// The subject.
+        subject: String,
     },
     /// A stored value does not parse (was the database edited by hand?).
     #[error("stored {what} is not valid")]
@@ -664,6 +705,264 @@ impl Store {
                 .map(|done| done.rows_affected())
         })
         .map_err(query_failed(op))?;
+        Ok(done > 0)
+    }
+
+    // OpenID identities.
+
+    /// The account the OpenID identity (`issuer`, `subject`) logs into, if one is linked.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`].
+    pub async fn user_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<User>, StoreError> {
+        const SQL: &str = "SELECT u.id, u.name, u.password_hash, u.admin, u.approved, u.created \
+                           FROM user_identities i JOIN users u ON u.id = i.user_id \
+                           WHERE i.issuer = $1 AND i.subject = $2";
+        let row: Option<UserRow> = on_db!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(issuer)
+                .bind(subject)
+                .fetch_optional(pool)
+                .await
+        })
+        .map_err(query_failed("get user by identity"))?;
+        row.map(user_from_row).transpose()
+    }
+
+    /// The OpenID identities that may log into `user`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`], [`StoreError::Corrupt`].
+    pub async fn identities_of(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
+        const SQL: &str = "SELECT provider, issuer, subject, created FROM user_identities \
+                           WHERE user_id = $1 ORDER BY created, provider, subject";
+        let rows: Vec<(String, String, String, i64)> = on_db!(self, |pool| {
+            sqlx::query_as(SQL).bind(user.0).fetch_all(pool).await
+        })
+        .map_err(query_failed("get identities"))?;
+        rows.into_iter()
+            .map(|(provider, issuer, subject, created)| {
+                Ok(LinkedIdentity {
+                    identity: ProviderIdentity {
+                        provider,
+                        issuer,
+                        subject,
+                    },
+                    created: timestamp(created)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Creates a user whose one way in is `identity` (the first OpenID login of a new name),
+    /// in one transaction: both or neither.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UserExists`] if the name is taken, [`StoreError::IdentityTaken`] if the
+    /// identity is linked to another account (a parallel login may have made it a moment
+    /// ago), [`StoreError::Query`].
+    pub async fn create_user_with_identity(
+        &self,
+        new: &NewUser,
+        identity: &ProviderIdentity,
+        now: Timestamp,
+    ) -> Result<User, StoreError> {
+        const USER: &str = "INSERT INTO users (name, password_hash, admin, approved, created) \
+                            VALUES ($1, $2, $3, $4, $5) RETURNING id";
+        let created = now.as_second();
+        let done: Result<i64, Failed> = on_db!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await.map_err(Failed::Other)?;
+                let id: i64 = sqlx::query_scalar(USER)
+                    .bind(new.name.as_str())
+                    .bind(new.password_hash.as_ref().map(PasswordHash::as_str))
+                    .bind(new.admin)
+                    .bind(new.approved)
+                    .bind(created)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(Failed::User)?;
+                sqlx::query(INSERT_IDENTITY)
+                    .bind(id)
+                    .bind(identity.provider.as_str())
+                    .bind(identity.issuer.as_str())
+                    .bind(identity.subject.as_str())
+                    .bind(created)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Failed::Identity)?;
+                tx.commit().await.map_err(Failed::Other)?;
+                Ok(id)
+            }
+            .await
+        });
+        match done {
+            Ok(id) => Ok(User {
+                id: UserId(id),
+                name: new.name.clone(),
+                password_hash: new.password_hash.clone(),
+                admin: new.admin,
+                approved: new.approved,
+                created: timestamp(created)?,
+            }),
+            Err(Failed::User(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                Err(StoreError::UserExists {
+                    name: new.name.clone(),
+                })
+            }
+            Err(Failed::Identity(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                Err(identity_taken(identity))
+            }
+            Err(Failed::User(source) | Failed::Identity(source) | Failed::Other(source)) => {
+                Err(StoreError::Query {
+                    op: "create user with identity",
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Binds `identity` to `user` if the account has neither a local password nor any
+    /// identity: an OpenID account from before identities were recorded, or one an admin
+    /// created by name for someone to log into. `false` (and nothing changes) when the account
+    /// has either, or does not exist. Two parallel calls for one account bind one identity:
+    /// the account's row is locked for the check.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::IdentityTaken`] if the identity is linked to another account,
+    /// [`StoreError::Query`].
+    pub async fn bind_identity_if_unclaimed(
+        &self,
+        user: UserId,
+        identity: &ProviderIdentity,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        // A no-op write takes the row's lock (PostgreSQL) or the database's (SQLite) before
+        // the check, so a parallel bind waits and then sees this one's identity.
+        const LOCK: &str = "UPDATE users SET password_hash = NULL \
+                            WHERE id = $1 AND password_hash IS NULL";
+        const BIND: &str = "INSERT INTO user_identities \
+                            (user_id, provider, issuer, subject, created) \
+                            SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
+                            (SELECT 1 FROM user_identities WHERE user_id = $1)";
+        let done: Result<bool, sqlx::Error> = on_db!(self, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                let unclaimed = sqlx::query(LOCK)
+                    .bind(user.0)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                if !unclaimed {
+                    return Ok(false);
+                }
+                let bound = sqlx::query(BIND)
+                    .bind(user.0)
+                    .bind(identity.provider.as_str())
+                    .bind(identity.issuer.as_str())
+                    .bind(identity.subject.as_str())
+                    .bind(now.as_second())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                if bound {
+                    tx.commit().await?;
+                }
+                Ok(bound)
+            }
+            .await
+        });
+        match done {
+            Ok(bound) => Ok(bound),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(identity_taken(identity))
+            }
+            Err(source) => Err(StoreError::Query {
+                op: "bind identity",
+                source,
+            }),
+        }
+    }
+
+    /// Links `identity` to `user` (an admin's doing), whatever else the account has. `false`
+    /// if it was linked to `user` already.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::IdentityTaken`] if it is linked to another account,
+    /// [`StoreError::NoSuchUser`], [`StoreError::Query`].
+    pub async fn link_identity(
+        &self,
+        user: UserId,
+        identity: &ProviderIdentity,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let inserted = on_db!(self, |pool| {
+            sqlx::query(INSERT_IDENTITY)
+                .bind(user.0)
+                .bind(identity.provider.as_str())
+                .bind(identity.issuer.as_str())
+                .bind(identity.subject.as_str())
+                .bind(now.as_second())
+                .execute(pool)
+                .await
+                .map(|_| ())
+        });
+        match inserted {
+            Ok(()) => Ok(true),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                Err(StoreError::NoSuchUser { id: user })
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                match self
+                    .user_by_identity(&identity.issuer, &identity.subject)
+                    .await?
+                {
+                    Some(owner) if owner.id == user => Ok(false),
+                    _ => Err(identity_taken(identity)),
+                }
+            }
+            Err(source) => Err(StoreError::Query {
+                op: "link identity",
+                source,
+            }),
+        }
+    }
+
+    /// Unlinks the identity (`issuer`, `subject`) from `user`: it no longer logs into the
+    /// account. `false` if it was not linked to `user`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn unlink_identity(
+        &self,
+        user: UserId,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str =
+            "DELETE FROM user_identities WHERE user_id = $1 AND issuer = $2 AND subject = $3";
+        let done = on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(user.0)
+                .bind(issuer)
+                .bind(subject)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(query_failed("unlink identity"))?;
         Ok(done > 0)
     }
 
@@ -1366,6 +1665,25 @@ fn split_token_user(row: TokenUserRow) -> (TokenRow, UserRow) {
         ),
         user,
     )
+}
+
+/// Inserts one identity: `$1` user id, `$2` provider, `$3` issuer, `$4` subject, `$5` created.
+const INSERT_IDENTITY: &str = "INSERT INTO user_identities \
+                               (user_id, provider, issuer, subject, created) \
+                               VALUES ($1, $2, $3, $4, $5)";
+
+/// Which statement of [`Store::create_user_with_identity`] failed.
+enum Failed {
+    User(sqlx::Error),
+    Identity(sqlx::Error),
+    Other(sqlx::Error),
+}
+
+fn identity_taken(identity: &ProviderIdentity) -> StoreError {
+    StoreError::IdentityTaken {
+        issuer: identity.issuer.clone(),
+        subject: identity.subject.clone(),
+    }
 }
 
 fn user_from_row(row: UserRow) -> Result<User, StoreError> {

@@ -68,6 +68,13 @@ struct Postgres {
 
 impl Postgres {
     async fn start() -> Option<Self> {
+        let db = Self::unmigrated().await?;
+        db.store.migrate().await.unwrap();
+        Some(db)
+    }
+
+    /// A fresh schema with no tables yet.
+    async fn unmigrated() -> Option<Self> {
         let Ok(url) = std::env::var("GANTRY_TEST_POSTGRES_URL") else {
             // CI must exercise both databases: a missing server there is a failure, never a
             // silent pass. Locally the SQLite half still runs.
@@ -91,7 +98,6 @@ impl Postgres {
         let url = format!("{url}{separator}options[search_path]={schema}");
         let store = Store::connect(&url, &options).await.unwrap();
         assert_eq!(store.backend(), "PostgreSQL");
-        store.migrate().await.unwrap();
         Some(Self {
             store,
             admin,
@@ -154,6 +160,10 @@ store_tests!(
     renaming_a_user_keeps_their_credentials,
     groups_round_trip,
     provider_groups_are_replaced_and_admin_groups_kept,
+    identities_round_trip,
+    binding_claims_only_unclaimed_accounts,
+    parallel_binds_bind_one_identity,
+    parallel_first_logins_make_one_account,
 );
 
 async fn users_round_trip(store: Store) {
@@ -1071,4 +1081,367 @@ async fn provider_groups_are_replaced_and_admin_groups_kept(store: Store) {
             .await,
         Err(StoreError::NoSuchUser { .. })
     ));
+}
+
+// OpenID identities.
+
+fn identity(provider: &str, subject: &str) -> ProviderIdentity {
+    ProviderIdentity {
+        provider: provider.to_owned(),
+        issuer: format!("https://{provider}.example.org"),
+        subject: subject.to_owned(),
+    }
+}
+
+fn subjects(linked: &[LinkedIdentity]) -> Vec<&str> {
+    linked.iter().map(|l| l.identity.subject.as_str()).collect()
+}
+
+async fn identities_round_trip(store: Store) {
+    let lab = identity("lab", "alice-sub");
+    let alice = store
+        .create_user_with_identity(&new_user("alice"), &lab, at(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .user_by_identity(&lab.issuer, &lab.subject)
+            .await
+            .unwrap(),
+        Some(alice.clone())
+    );
+    let linked = store.identities_of(alice.id).await.unwrap();
+    assert_eq!(
+        linked,
+        [LinkedIdentity {
+            identity: lab.clone(),
+            created: at(0)
+        }]
+    );
+    // The subject alone, or the issuer alone, is not the identity.
+    let other_issuer = identity("uni", "alice-sub");
+    assert_eq!(
+        store
+            .user_by_identity(&other_issuer.issuer, &lab.subject)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .user_by_identity(&lab.issuer, "bob-sub")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // One identity, one account: a second account with it is refused whole (no user
+    // either), and a taken name is refused before the identity is looked at.
+    let err = store
+        .create_user_with_identity(&new_user("bob"), &lab, at(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IdentityTaken { .. }), "{err:?}");
+    assert!(err.to_string().contains("alice-sub"), "{err}");
+    assert_eq!(store.user_by_name(&name("bob")).await.unwrap(), None);
+    let err = store
+        .create_user_with_identity(&new_user("ALICE"), &identity("lab", "new-sub"), at(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UserExists { .. }), "{err:?}");
+    assert_eq!(
+        store
+            .user_by_identity(&lab.issuer, "new-sub")
+            .await
+            .unwrap(),
+        None
+    );
+
+    // An admin links more; linking again is harmless; another account's is refused.
+    assert!(
+        store
+            .link_identity(alice.id, &other_issuer, at(2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .link_identity(alice.id, &other_issuer, at(3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        subjects(&store.identities_of(alice.id).await.unwrap()),
+        ["alice-sub", "alice-sub"]
+    );
+    let bob = store.create_user(&new_user("bob"), at(4)).await.unwrap();
+    let err = store.link_identity(bob.id, &lab, at(4)).await.unwrap_err();
+    assert!(matches!(err, StoreError::IdentityTaken { .. }), "{err:?}");
+    let missing = UserId::new(bob.id.get() + 1000);
+    assert!(matches!(
+        store
+            .link_identity(missing, &identity("lab", "x"), at(4))
+            .await,
+        Err(StoreError::NoSuchUser { .. })
+    ));
+
+    // Unlinking takes one identity off one account.
+    assert!(
+        !store
+            .unlink_identity(bob.id, &lab.issuer, &lab.subject)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .unlink_identity(alice.id, &other_issuer.issuer, &other_issuer.subject)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        subjects(&store.identities_of(alice.id).await.unwrap()),
+        ["alice-sub"]
+    );
+    // Free again, it may go to bob.
+    assert!(
+        store
+            .link_identity(bob.id, &other_issuer, at(5))
+            .await
+            .unwrap()
+    );
+
+    // Renaming keeps them (keyed by the id); deleting the account deletes them.
+    assert!(store.rename_user(alice.id, &name("alicia")).await.unwrap());
+    assert_eq!(
+        store
+            .user_by_identity(&lab.issuer, &lab.subject)
+            .await
+            .unwrap()
+            .map(|u| u.name),
+        Some(name("alicia"))
+    );
+    assert!(store.delete_user(alice.id).await.unwrap());
+    assert_eq!(
+        store
+            .user_by_identity(&lab.issuer, &lab.subject)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM user_identities").await,
+        1
+    );
+}
+
+async fn binding_claims_only_unclaimed_accounts(store: Store) {
+    let passwords = Passwords::new(PasswordParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    })
+    .unwrap();
+    // An account without a password or identity (an OpenID user from before identities, or
+    // one an admin created by name) takes the first identity that claims it, and no other.
+    let old = store.create_user(&new_user("old"), at(0)).await.unwrap();
+    let first = identity("lab", "old-sub");
+    assert!(
+        store
+            .bind_identity_if_unclaimed(old.id, &first, at(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .bind_identity_if_unclaimed(old.id, &identity("uni", "old-sub"), at(2))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        subjects(&store.identities_of(old.id).await.unwrap()),
+        ["old-sub"]
+    );
+    assert_eq!(
+        store
+            .user_by_identity(&first.issuer, &first.subject)
+            .await
+            .unwrap()
+            .map(|u| u.id),
+        Some(old.id)
+    );
+
+    // A local password is a claim of its own.
+    let local = store
+        .create_user(
+            &NewUser {
+                password_hash: Some(passwords.hash("secret").unwrap()),
+                ..new_user("victim")
+            },
+            at(0),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .bind_identity_if_unclaimed(local.id, &identity("lab", "victim-sub"), at(1))
+            .await
+            .unwrap()
+    );
+    assert!(store.identities_of(local.id).await.unwrap().is_empty());
+
+    // An identity that logs into another account cannot claim a second one.
+    let spare = store.create_user(&new_user("spare"), at(0)).await.unwrap();
+    let err = store
+        .bind_identity_if_unclaimed(spare.id, &first, at(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IdentityTaken { .. }), "{err:?}");
+    assert!(store.identities_of(spare.id).await.unwrap().is_empty());
+    // No such account: nothing to bind.
+    assert!(
+        !store
+            .bind_identity_if_unclaimed(
+                UserId::new(spare.id.get() + 1000),
+                &identity("lab", "x"),
+                at(1)
+            )
+            .await
+            .unwrap()
+    );
+    // The bind changed nothing else of the account.
+    assert_eq!(store.user(old.id).await.unwrap(), Some(old));
+}
+
+async fn parallel_binds_bind_one_identity(store: Store) {
+    let shared = store.create_user(&new_user("shared"), at(0)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .bind_identity_if_unclaimed(shared.id, &identity("lab", &format!("sub-{i}")), at(i))
+                .await
+                .unwrap()
+        });
+    }
+    let bound = tasks.join_all().await;
+    assert_eq!(bound.iter().filter(|b| **b).count(), 1, "{bound:?}");
+    assert_eq!(store.identities_of(shared.id).await.unwrap().len(), 1);
+}
+
+async fn parallel_first_logins_make_one_account(store: Store) {
+    // Parallel first logins of one identity (two tabs): one account, the rest told why.
+    let lab = identity("lab", "carol-sub");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let lab = lab.clone();
+        tasks.spawn(async move {
+            store
+                .create_user_with_identity(&new_user("carol"), &lab, at(i))
+                .await
+        });
+    }
+    let mut made = 0;
+    for result in tasks.join_all().await {
+        match result {
+            Ok(_) => made += 1,
+            Err(StoreError::UserExists { .. } | StoreError::IdentityTaken { .. }) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(made, 1);
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM user_identities").await,
+        1
+    );
+}
+
+/// The database as a build from before identities left it: every migration older than
+/// identities' applied, and an OpenID user and a local user in it.
+async fn before_identities(store: &Store) -> (User, User) {
+    // The migrations are in version order: those before identities are a prefix.
+    let older = |migrations: &'static [(i64, &'static str, &'static str)]| {
+        let end = migrations
+            .iter()
+            .position(|(version, ..)| *version >= 5)
+            .unwrap();
+        &migrations[..end]
+    };
+    let migrations = match store.db {
+        Db::Sqlite(_) => older(SQLITE_MIGRATIONS),
+        Db::Postgres(_) => older(POSTGRES_MIGRATIONS),
+    };
+    let migrator = Migrator::new(Embedded(migrations)).await.unwrap();
+    on_db!(store, |pool| migrator.run(pool).await).unwrap();
+    let passwords = Passwords::new(PasswordParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    })
+    .unwrap();
+    let openid = store
+        .create_user(&new_user("olduser"), at(0))
+        .await
+        .unwrap();
+    let local = store
+        .create_user(
+            &NewUser {
+                password_hash: Some(passwords.hash("secret").unwrap()),
+                ..new_user("local")
+            },
+            at(0),
+        )
+        .await
+        .unwrap();
+    (openid, local)
+}
+
+/// Migrating a database from before identities keeps every account as it was, with no
+/// identity; the OpenID user's first login then binds theirs, and the local user's cannot.
+async fn migration_to_identities(store: Store) {
+    let (openid, local) = before_identities(&store).await;
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store.list_users().await.unwrap(),
+        [local.clone(), openid.clone()]
+    );
+    assert!(store.identities_of(openid.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .bind_identity_if_unclaimed(openid.id, &identity("lab", "old-sub"), at(10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .bind_identity_if_unclaimed(local.id, &identity("lab", "local-sub"), at(10))
+            .await
+            .unwrap()
+    );
+    // And again: nothing more to do.
+    store.migrate().await.unwrap();
+    assert_eq!(
+        subjects(&store.identities_of(openid.id).await.unwrap()),
+        ["old-sub"]
+    );
+}
+
+#[tokio::test]
+async fn migration_to_identities_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("gantry.sqlite"), &StoreOptions::default())
+        .await
+        .unwrap();
+    migration_to_identities(store).await;
+}
+
+#[tokio::test]
+async fn migration_to_identities_on_postgres() {
+    let Some(db) = Postgres::unmigrated().await else {
+        return;
+    };
+    migration_to_identities(db.store.clone()).await;
+    db.finish().await;
 }
