@@ -155,7 +155,7 @@ pub(crate) fn run(args: &UpArgs) -> anyhow::Result<()> {
     super::proxy::runtime(args.threads)?.block_on(serve_hub(config))
 }
 
-fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+pub(crate) fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let level: tracing::Level = level.parse().map_err(|_| {
         anyhow::anyhow!("--log-level {level:?} is not a log level (try info or debug)")
     })?;
@@ -208,9 +208,7 @@ async fn register_admin_token(store: &Store, config: &HubConfig) -> anyhow::Resu
     if token.is_empty() {
         return Ok(());
     }
-    let raw_name = std::env::var("GANTRY_ADMIN_USER").unwrap_or_else(|_| "admin".to_owned());
-    let name = UserName::parse(&raw_name, config.name_policy)
-        .with_context(|| format!("GANTRY_ADMIN_USER {raw_name:?} is not a valid user name"))?;
+    let name = admin_user_name(config)?;
     let now = jiff::Timestamp::now();
     let user = match store.user_by_name(&name).await? {
         Some(user) => user,
@@ -241,6 +239,25 @@ async fn register_admin_token(store: &Store, config: &HubConfig) -> anyhow::Resu
         .context("GANTRY_ADMIN_TOKEN")?;
     tracing::info!(user = %name.as_str(), new = created, "admin API token from GANTRY_ADMIN_TOKEN registered");
     Ok(())
+}
+
+/// The name `GANTRY_ADMIN_USER` gives the admin account (default `admin`).
+fn admin_user_name(config: &HubConfig) -> anyhow::Result<UserName> {
+    let raw_name = std::env::var("GANTRY_ADMIN_USER").unwrap_or_else(|_| "admin".to_owned());
+    UserName::parse(&raw_name, config.name_policy)
+        .with_context(|| format!("GANTRY_ADMIN_USER {raw_name:?} is not a valid user name"))
+}
+
+/// The account no OpenID login may reach by its name: `GANTRY_ADMIN_USER`'s, whenever
+/// `GANTRY_ADMIN_TOKEN` or `GANTRY_ADMIN_USER` is set (the account holds the operator's
+/// token, or will).
+fn reserved_admin(config: &HubConfig) -> anyhow::Result<Option<UserName>> {
+    let set = |key: &str| std::env::var(key).is_ok_and(|value| !value.trim().is_empty());
+    if set("GANTRY_ADMIN_TOKEN") || set("GANTRY_ADMIN_USER") {
+        admin_user_name(config).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// A database URL without its password, for messages.
@@ -314,9 +331,13 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
     }
     let cull_interval = Duration::from_secs(config.hub.cull_interval_secs);
     let poll_interval = Duration::from_secs(config.hub.poll_interval_secs);
+    let reserved = reserved_admin(&config)?;
     let mut hub = Hub::new(config, store.clone(), providers)
         .context("cannot set up the hub")?
         .with_proxy_metrics(proxy_metrics.clone());
+    if let Some(name) = reserved {
+        hub = hub.with_reserved_admin(name);
+    }
     let mut servers_listener = None;
     let mut mesos = None;
     if let Some(backend) = backend {

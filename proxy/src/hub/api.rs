@@ -81,6 +81,15 @@ impl Hub {
             (&Method::POST, ["users", name]) => self.create_one_user(request, name).await,
             (&Method::PATCH, ["users", name]) => self.patch_user(request, name).await,
             (&Method::DELETE, ["users", name]) => self.delete_user(request, name).await,
+            (&Method::GET, ["users", name, "identities"]) => {
+                self.list_identities(&request, name).await
+            }
+            (&Method::POST, ["users", name, "identities"]) => {
+                self.link_identity(request, name).await
+            }
+            (&Method::DELETE, ["users", name, "identities"]) => {
+                self.unlink_identity(request, name).await
+            }
             (&Method::GET, ["groups"]) => self.list_groups(&request).await,
             (&Method::GET, ["groups", group]) => self.get_group(&request, group).await,
             (&Method::POST, ["groups", group, "users"]) => {
@@ -832,7 +841,10 @@ struct GroupUsers {
 impl Hub {
     /// The caller of a state-changing admin request: authenticated, past the CSRF check, and
     /// an admin (403 otherwise).
-    async fn admin_for_change(&self, parts: &http::request::Parts) -> Result<Caller, HubError> {
+    pub(super) async fn admin_for_change(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<Caller, HubError> {
         let caller = self.authenticated_for_change(parts).await?;
         if !caller.permits(Action::Admin) {
             return Err(HubError::Forbidden);
@@ -841,7 +853,10 @@ impl Hub {
     }
 
     /// An admin caller for a read.
-    async fn admin_for_read(&self, headers: &http::HeaderMap) -> Result<Caller, HubError> {
+    pub(super) async fn admin_for_read(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Caller, HubError> {
         let caller = self.authenticated(headers).await?;
         if !caller.permits(Action::Admin) {
             return Err(HubError::Forbidden);
@@ -1214,7 +1229,7 @@ impl Hub {
 }
 
 /// A 409 with JupyterHub's error body.
-fn conflict(message: &str) -> Response<ResponseBody> {
+pub(super) fn conflict(message: &str) -> Response<ResponseBody> {
     tracing::info!(status = 409, reason = %message, "hub request refused");
     response::json(
         StatusCode::CONFLICT,
@@ -1301,7 +1316,7 @@ fn parse_token_id(text: &str) -> Result<TokenId, HubError> {
         .ok_or(HubError::NotFound)
 }
 
-fn iso(ts: Timestamp) -> String {
+pub(super) fn iso(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 

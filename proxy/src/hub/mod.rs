@@ -15,6 +15,7 @@ pub mod front;
 mod admin;
 mod api;
 pub mod callers;
+pub mod identities;
 mod login;
 pub mod metrics;
 mod oauth;
@@ -82,6 +83,8 @@ pub struct Hub {
     servers_api_url: Option<String>,
     /// The proxy's metrics, served with the hub's at `/hub/metrics`.
     proxy_metrics: Option<crate::metrics::Metrics>,
+    /// The account named by `GANTRY_ADMIN_USER`, which no OpenID login reaches by its name.
+    reserved_admin: Option<UserName>,
 }
 
 /// Building the hub failed.
@@ -174,6 +177,7 @@ impl Hub {
             oauth: oauth::OAuthState::default(),
             servers_api_url: None,
             proxy_metrics: None,
+            reserved_admin: None,
         })
     }
 
@@ -215,6 +219,14 @@ impl Hub {
             http::HeaderValue::from_static("text/plain; version=0.0.4"),
         );
         Ok(response)
+    }
+
+    /// Reserves `name`, the account `GANTRY_ADMIN_USER` names: an OpenID login reaches it
+    /// only through an identity an admin linked to it, never by its name.
+    #[must_use]
+    pub fn with_reserved_admin(mut self, name: UserName) -> Self {
+        self.reserved_admin = Some(name);
+        self
     }
 
     /// Gives the hub a backend to start servers on, and `api_url`, the hub API's URL as the

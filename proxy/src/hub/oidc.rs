@@ -10,13 +10,11 @@
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use gantry_auth::store::NewUser;
 use gantry_auth::{
     CallbackParams, OidcError, PendingLogin, SafeRedirect, Secret, SecretHash, UnixIds, safe_next,
 };
 use http::{Request, Response};
 use hyper::body::Incoming;
-use jiff::Timestamp;
 use subtle::ConstantTimeEq;
 
 use super::request::Form;
@@ -121,9 +119,9 @@ impl Hub {
         Ok(Self::with_cookies(response::redirect(url.as_str()), &[set]))
     }
 
-    /// `GET /hub/oidc/<id>/callback`: finishes the login, maps the identity to an account
-    /// and starts a session. Every failure is a 4xx (or 502 for the provider's faults) and
-    /// starts no session.
+    /// `GET /hub/oidc/<id>/callback`: finishes the login, finds the account the identity
+    /// may log into (`Hub::account_for_login`) and starts a session. Every failure is a 4xx
+    /// (or 502 for the provider's faults) and starts no session.
     pub(super) async fn oidc_callback(
         &self,
         request: &Request<Incoming>,
@@ -151,33 +149,15 @@ impl Hub {
             .provider
             .finish_login(&pending.login, &params)
             .await?;
-        let now = Timestamp::now();
-        let user = match self.store.user_by_name(&identity.username).await? {
-            Some(user) => user,
-            None => {
-                let new = NewUser {
-                    name: identity.username.clone(),
-                    password_hash: None,
-                    admin: identity.admin,
-                    approved: true,
-                };
-                match self.store.create_user(&new, now).await {
-                    Ok(user) => user,
-                    // Created by a parallel login a moment ago.
-                    Err(gantry_auth::StoreError::UserExists { .. }) => self
-                        .store
-                        .user_by_name(&identity.username)
-                        .await?
-                        .ok_or_else(|| HubError::Internal("user vanished during login".into()))?,
-                    Err(other) => return Err(other.into()),
-                }
-            }
-        };
+        // Matched on (issuer, subject), never on the name alone: see `identities.rs`.
+        let user = self.account_for_login(provider, &identity).await?;
         if !user.approved {
             return Err(HubError::Forbidden);
         }
-        // The provider's groups are the truth about admin rights on every login.
-        if user.admin != identity.admin {
+        // The provider's groups are the truth about admin rights on every login, except for
+        // the `GANTRY_ADMIN_USER` account (reached only through a linked identity): it stays
+        // an admin, or its `GANTRY_ADMIN_TOKEN` would stop working.
+        if user.admin != identity.admin && !self.is_reserved_admin(&user.name) {
             self.store.set_admin(user.id, identity.admin).await?;
             self.credentials_changed(user.id).await;
         }

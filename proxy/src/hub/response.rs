@@ -44,6 +44,10 @@ pub(super) enum HubError {
     /// 429: this client address presented too many unknown credentials.
     #[error("too many unknown credentials from this address")]
     TooManyLookups,
+    /// 403: an OpenID login that may not reach the account of its name (no takeover), with
+    /// the reason and the fix for the person logging in.
+    #[error("OpenID login refused: {0}")]
+    LoginRefused(String),
     /// A failed OpenID Connect login; client faults are 400, the provider's are 502.
     #[error(transparent)]
     Oidc(#[from] gantry_auth::OidcError),
@@ -59,9 +63,11 @@ impl HubError {
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthenticated | Self::Forbidden | Self::ScopeNotHeld(_) | Self::Csrf(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Self::Unauthenticated
+            | Self::Forbidden
+            | Self::ScopeNotHeld(_)
+            | Self::Csrf(_)
+            | Self::LoginRefused(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -74,7 +80,7 @@ impl HubError {
     /// What the client is told. Internal causes stay in the log.
     fn public_message(&self) -> String {
         match self {
-            Self::BadRequest(message) => message.clone(),
+            Self::BadRequest(message) | Self::LoginRefused(message) => message.clone(),
             Self::Unauthenticated => "Missing or invalid credentials: log in, or send a valid API token.".to_owned(),
             Self::Forbidden => "You are not allowed to do this.".to_owned(),
             Self::ScopeNotHeld(scope) => format!("The credential making this request does not hold the scope `{scope}`, so it cannot grant it: a new token may carry only scopes the requesting session or token holds."),
