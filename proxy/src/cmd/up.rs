@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use gantry_auth::store::{NewToken, NewUser};
+use gantry_auth::store::{NewToken, NewUser, TokenBinding};
 use gantry_auth::{OidcProvider, Scope, Scopes, Store, StoreOptions, UserName};
 use gantry_proxy::hub::config::{
     EMBEDDED_IMAGE, EMBEDDED_IMAGE_BUILD, FileConfig, HubConfig, LogFormat,
@@ -234,6 +234,7 @@ async fn register_admin_token(store: &Store, config: &HubConfig) -> anyhow::Resu
         scopes: Scopes::new([Scope::Admin]),
         note: "GANTRY_ADMIN_TOKEN".to_owned(),
         expires: None,
+        binding: TokenBinding::Api,
     };
     let created = store
         .register_token(user.id, token, &new, now)
@@ -452,13 +453,16 @@ async fn start_backend(
     } else {
         start_docker(config, &validated).await?
     };
-    let servers = Arc::new(Servers::new(
-        started.spawner,
-        validated.profiles,
-        Arc::clone(table),
-        config.hub.max_concurrent_spawns,
-        std::collections::BTreeMap::new(),
-    ));
+    let servers = Arc::new(
+        Servers::new(
+            started.spawner,
+            validated.profiles,
+            Arc::clone(table),
+            config.hub.max_concurrent_spawns,
+            std::collections::BTreeMap::new(),
+        )
+        .with_limits(config.hub.user_limits()),
+    );
     let adopted = servers
         .adopt()
         .await

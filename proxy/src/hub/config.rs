@@ -116,6 +116,32 @@ pub struct HubSection {
     /// is routed. Missing routes of ready servers are put back every second regardless.
     /// Default: 10.
     pub poll_interval_secs: u64,
+    /// Most named servers one user may have (starting, running or failed), as JupyterHub's
+    /// `named_server_limit_per_user`; `0` means no limit, as there. Past it a start is
+    /// refused with 400 naming the limit. Default: 5.
+    pub named_server_limit_per_user: usize,
+    /// Most servers one user may have starting or running at once, the default server
+    /// included; `0` means no limit. Default: 3.
+    pub max_servers_per_user: usize,
+    /// Most GPUs across one user's starting and running servers (a `gpus = "all"` profile
+    /// counts as every device of the backend). Unset: no cap.
+    pub max_gpus_per_user: Option<u32>,
+    /// GPU caps by group, `group = N`: a member of any of these groups gets the largest of
+    /// their groups' caps instead of `max_gpus_per_user`. Default: none.
+    pub max_gpus_per_group: std::collections::BTreeMap<String, u32>,
+}
+
+impl HubSection {
+    /// The per-user limits these keys set.
+    pub fn user_limits(&self) -> super::servers::UserLimits {
+        let unless_zero = |n: usize| (n > 0).then_some(n);
+        super::servers::UserLimits {
+            named_servers: unless_zero(self.named_server_limit_per_user),
+            running_servers: unless_zero(self.max_servers_per_user),
+            gpus: self.max_gpus_per_user,
+            gpus_by_group: self.max_gpus_per_group.clone(),
+        }
+    }
 }
 
 impl Default for HubSection {
@@ -133,6 +159,10 @@ impl Default for HubSection {
             servers_api_url: None,
             cull_interval_secs: 60,
             poll_interval_secs: 10,
+            named_server_limit_per_user: 5,
+            max_servers_per_user: 3,
+            max_gpus_per_user: None,
+            max_gpus_per_group: std::collections::BTreeMap::new(),
         }
     }
 }

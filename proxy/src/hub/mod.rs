@@ -223,7 +223,7 @@ impl Hub {
     #[must_use]
     pub fn with_servers(mut self, servers: Arc<servers::Servers>, api_url: String) -> Self {
         for key in servers.keys() {
-            self.oauth.register(&key);
+            self.oauth.adopt(&key);
         }
         self.servers = Some(servers);
         self.servers_api_url = Some(api_url);
@@ -517,30 +517,24 @@ impl Hub {
         match servers.reconcile().await {
             Ok(report) => {
                 for key in &report.adopted {
-                    self.oauth.register(key);
+                    self.oauth.adopt(key);
                 }
                 // A dead server's credentials die with it: its next start mints new ones.
                 for key in &report.died {
-                    self.oauth.unregister(key);
                     let user = match UserName::parse(&key.user, self.config.name_policy) {
                         Ok(name) => self.store.user_by_name(&name).await,
                         Err(_) => Ok(None),
                     };
                     let revoked = match user {
-                        Ok(Some(user)) => {
-                            let revoked = self
-                                .store
-                                .revoke_tokens_noted(user.id, &oauth::server_token_note(key))
-                                .await
-                                .map(|_| ());
-                            self.credentials_changed(user.id).await;
-                            revoked
+                        Ok(Some(user)) => self.revoke_server_credentials(user.id, key).await,
+                        Ok(None) => {
+                            self.oauth.unregister(key);
+                            Ok(())
                         }
-                        Ok(None) => Ok(()),
-                        Err(error) => Err(error),
+                        Err(error) => Err(error.into()),
                     };
                     if let Err(error) = revoked {
-                        tracing::warn!(user = %key.user, %error, "cannot revoke the dead server's token");
+                        tracing::warn!(user = %key.user, %error, "cannot revoke the dead server's credentials");
                     }
                 }
             }
