@@ -8,6 +8,7 @@ mod admin;
 mod cli;
 mod gate;
 mod gpu_pages;
+mod hardening;
 mod identity;
 mod journey;
 mod jupyterhub;
