@@ -237,7 +237,8 @@ pub fn address_refusal(address: IpAddr) -> Option<&'static str> {
 
 const LINK_LOCAL: &str =
     "link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata services) are refused";
-const UNSPECIFIED: &str = "unspecified addresses (0.0.0.0/8, ::) are refused: they reach the proxy's own host";
+const UNSPECIFIED: &str =
+    "unspecified addresses (0.0.0.0/8, ::) are refused: they reach the proxy's own host";
 const METADATA: &str = "cloud metadata service addresses are refused";
 
 /// Alibaba Cloud's metadata service.

@@ -14,7 +14,10 @@ impl Table {
         let map = entries
             .iter()
             .map(|(name, addresses)| {
-                (*name, addresses.iter().map(|a| a.parse().unwrap()).collect())
+                (
+                    *name,
+                    addresses.iter().map(|a| a.parse().unwrap()).collect(),
+                )
             })
             .collect();
         Self(Arc::new(map))
@@ -49,8 +52,14 @@ fn resolver() -> GuardedResolver {
         ("mapped.test", &["::ffff:169.254.169.254"]),
         ("fe80.test", &["fe80::1"]),
         ("zero.test", &["0.0.0.0", "::"]),
-        ("all-refused.test", &["169.254.169.254", "fe80::1", "::ffff:169.254.169.254"]),
-        ("mixed.test", &["169.254.169.254", "10.0.0.7", "fe80::1", "::1", "127.0.0.1"]),
+        (
+            "all-refused.test",
+            &["169.254.169.254", "fe80::1", "::ffff:169.254.169.254"],
+        ),
+        (
+            "mixed.test",
+            &["169.254.169.254", "10.0.0.7", "fe80::1", "::1", "127.0.0.1"],
+        ),
         ("notebook.test", &["172.17.0.5"]),
     ]))
 }

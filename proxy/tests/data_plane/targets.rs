@@ -28,7 +28,10 @@ const REFUSED: [(&str, &str); 10] = [
     ("http://0251.0376.0251.0376/", "169.254.169.254"),
     ("http://0xa9fea9fe/", "169.254.169.254"),
     ("http://169.254.43518/", "169.254.169.254"),
-    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+    (
+        "http://169.254.169.254/latest/meta-data/",
+        "169.254.169.254",
+    ),
     ("http://[fe80::1]:8888/", "fe80::1"),
     ("http://0.0.0.0:8888/", "0.0.0.0"),
     ("http://0:8888/", "0.0.0.0"),
@@ -41,8 +44,14 @@ async fn the_route_api_refuses_every_notation_of_a_refused_address() {
     let proxy = TestProxy::start(ProxyConfig::default()).await;
     for (target, address) in REFUSED {
         let body = serde_json::json!({ "target": target }).to_string();
-        let (status, answer) =
-            api(&proxy, "POST", "/api/routes/user/x", Some(TOKEN), Some(&body)).await;
+        let (status, answer) = api(
+            &proxy,
+            "POST",
+            "/api/routes/user/x",
+            Some(TOKEN),
+            Some(&body),
+        )
+        .await;
         assert_eq!(status, 400, "{target}: {answer}");
         let message: Value = serde_json::from_str(&answer).unwrap();
         let message = message["message"].as_str().unwrap();
@@ -64,7 +73,11 @@ async fn the_route_api_refuses_every_notation_of_a_refused_address() {
         let path = format!("/api/routes{prefix}");
         let (status, answer) = api(&proxy, "POST", &path, Some(TOKEN), Some(&body)).await;
         assert_eq!(status, 201, "{target}: {answer}");
-        assert_eq!(get(&proxy.url(&format!("{prefix}/x"))).await.0, 200, "{target}");
+        assert_eq!(
+            get(&proxy.url(&format!("{prefix}/x"))).await.0,
+            200,
+            "{target}"
+        );
     }
     assert_eq!(backend.hits(), 3);
 }
@@ -145,14 +158,25 @@ async fn names_that_resolve_only_to_refused_addresses_are_503() {
     let port = backend.addr.port();
     let dns = FakeDns::new(&[
         ("zero.test", &["0.0.0.0"]),
-        ("metadata.test", &["169.254.169.254", "::ffff:169.254.169.254", "fe80::1"]),
+        (
+            "metadata.test",
+            &["169.254.169.254", "::ffff:169.254.169.254", "fe80::1"],
+        ),
         ("mixed.test", &["0.0.0.0", "169.254.169.254", "127.0.0.1"]),
     ]);
     let (addr, table) = proxy_with_dns(dns).await;
     route(&table, "/user/zero", &format!("http://zero.test:{port}"));
-    route(&table, "/user/metadata", &format!("http://metadata.test:{port}"));
+    route(
+        &table,
+        "/user/metadata",
+        &format!("http://metadata.test:{port}"),
+    );
     route(&table, "/user/mixed", &format!("http://mixed.test:{port}"));
-    route(&table, "/user/unknown", &format!("http://unknown.test:{port}"));
+    route(
+        &table,
+        "/user/unknown",
+        &format!("http://unknown.test:{port}"),
+    );
 
     for prefix in ["/user/zero", "/user/metadata"] {
         let (status, body) = get_with(
