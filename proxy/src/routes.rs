@@ -160,8 +160,8 @@ impl Target {
             Ok(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
             Err(_) => return Err(fail("the host is neither a host name nor an IP address")),
         };
-        if let Some((address, reason)) =
-            address.and_then(|address| Some((address, address_refusal(address)?)))
+        if let Some(address) = address
+            && let Some(reason) = address_refusal(address)
         {
             return Err(RouteError::Address {
                 target: text.chars().take(200).collect(),
