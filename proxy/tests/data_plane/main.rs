@@ -10,5 +10,6 @@ mod forwarding;
 mod gate;
 mod shutdown;
 mod support;
+mod targets;
 mod tls;
 mod websocket;
