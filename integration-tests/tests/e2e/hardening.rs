@@ -490,3 +490,87 @@ async fn oauth_client_ids_are_unique_per_server() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Tokens issued through the OAuth provider carry no more than the visitor holds when the
+/// code is exchanged: an admin who authorized a look at alice's server and was demoted
+/// before the exchange gets no token for it.
+#[tokio::test]
+async fn an_oauth_exchange_issues_nothing_the_visitor_no_longer_holds() -> anyhow::Result<()> {
+    let image = ensure_busybox_image()?;
+    let instance = format!("gt-e2e-h-oex-{}", std::process::id());
+    let _cleanup = DockerCleanup::new(&instance);
+    let mut gantry = test_gantry(&instance, image, "")?;
+    gantry.add_user("alice", PASSWORD, false)?;
+    gantry.add_user("root", PASSWORD, true)?;
+    gantry.add_user("boss", PASSWORD, true)?;
+    gantry.start().await?;
+    let (alice, xsrf) = login(&gantry, "alice").await?;
+    assert_eq!(
+        start(&gantry, &alice, &xsrf, "alice", "").await?.status(),
+        202
+    );
+    ready(&gantry, &alice, "alice", "").await?;
+    let client_id = container_env(&instance, "alice", "", "JUPYTERHUB_CLIENT_ID")?;
+    let secret = container_env(&instance, "alice", "", "JUPYTERHUB_API_TOKEN")?;
+    let redirect_uri = "/user/alice/oauth_callback";
+
+    let (root, _) = login(&gantry, "root").await?;
+    let code = |visitor: Client| {
+        let url = format!("{}/hub/api/oauth2/authorize", gantry.url());
+        let client_id = client_id.clone();
+        async move {
+            let response = visitor
+                .get(url)
+                .query(&[
+                    ("client_id", client_id.as_str()),
+                    ("redirect_uri", redirect_uri),
+                    ("response_type", "code"),
+                ])
+                .send()
+                .await?;
+            ensure!(response.status() == 303, "authorize: {}", response.status());
+            let location = response.headers()["location"].to_str()?.to_owned();
+            let code = location
+                .split_once("code=")
+                .map(|(_, c)| c.split('&').next().unwrap_or_default().to_owned())
+                .context("no code")?;
+            anyhow::Ok(code)
+        }
+    };
+    let exchange = |code: String| {
+        let url = format!("{}/hub/api/oauth2/token", gantry.url());
+        let (client_id, secret) = (client_id.clone(), secret.clone());
+        async move {
+            let response = Client::new()
+                .post(url)
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("client_id", client_id.as_str()),
+                    ("client_secret", secret.as_str()),
+                    ("redirect_uri", redirect_uri),
+                ])
+                .send()
+                .await?;
+            anyhow::Ok((response.status().as_u16(), response.text().await?))
+        }
+    };
+    // While root is an admin, the exchange works.
+    let (status, body) = exchange(code(root.clone()).await?).await?;
+    assert_eq!(status, 200, "{body}");
+
+    let pending = code(root.clone()).await?;
+    let (boss, boss_xsrf) = login(&gantry, "boss").await?;
+    let demoted = boss
+        .patch(format!("{}/hub/api/users/root", gantry.url()))
+        .header("origin", gantry.url())
+        .header("x-xsrftoken", &boss_xsrf)
+        .json(&json!({"admin": false}))
+        .send()
+        .await?;
+    assert_eq!(demoted.status(), 200);
+    let (status, body) = exchange(pending).await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid_grant"), "{body}");
+    Ok(())
+}
