@@ -5,6 +5,7 @@
 //! on the spot). `.ci/test` provides both.
 
 mod admin;
+mod caps;
 mod cli;
 mod gate;
 mod gpu_pages;

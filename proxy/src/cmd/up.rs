@@ -283,6 +283,7 @@ fn proxy_config(config: &HubConfig) -> ProxyConfig {
         tls: proxy.tls_cert.is_some(),
         max_header_bytes: proxy.max_header_bytes,
         header_timeout: Duration::from_secs(proxy.header_timeout_secs),
+        max_connections: proxy.max_connections,
         upstream_connect_timeout: Duration::from_secs(proxy.upstream_connect_timeout_secs),
         upstream_response_timeout: Duration::from_secs(proxy.proxy_timeout_secs),
         ..ProxyConfig::default()
@@ -302,6 +303,7 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
         max_header_bytes: proxy_config.max_header_bytes,
         header_timeout: proxy_config.header_timeout,
         shutdown_grace: proxy_config.shutdown_grace,
+        max_connections: proxy_config.max_connections,
         tls,
     };
     let table = Arc::new(RouteTable::new(false));

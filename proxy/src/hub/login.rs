@@ -192,17 +192,19 @@ impl Hub {
                 retry_after_secs: retry.seconds(),
             });
         }
+        // A place among the password checks before anything else: a saturated hub answers
+        // 503 at once, without a lookup.
+        let admission = self.hashing.admit()?;
         let user = self.store.user_by_name(&name).await?;
         let hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let passwords = self.passwords.clone();
         let password_owned = password.to_owned();
-        // argon2 takes tens of milliseconds of CPU: off the async workers.
-        let verified = tokio::task::spawn_blocking(move || match hash {
-            Some(hash) => passwords.verify(&password_owned, &hash).unwrap_or(false),
-            None => passwords.verify_absent(&password_owned),
-        })
-        .await
-        .map_err(|e| HubError::Internal(format!("password check panicked: {e}")))?;
+        let verified = admission
+            .run(move || match hash {
+                Some(hash) => passwords.verify(&password_owned, &hash).unwrap_or(false),
+                None => passwords.verify_absent(&password_owned),
+            })
+            .await?;
         let Some(user) = user.filter(|_| verified) else {
             tracing::info!(user = %name.as_str(), %address, "local login refused: wrong name or password");
             return self.login_form(
@@ -222,11 +224,19 @@ impl Hub {
         }
         if let Some(hash) = &user.password_hash
             && self.passwords.needs_rehash(hash)
-            && let Ok(new_hash) = self.passwords.hash(password)
         {
-            self.store
-                .set_password_hash(user.id, Some(&new_hash))
-                .await?;
+            // In the pool like every hash; a busy pool skips it until the next login.
+            let passwords = self.passwords.clone();
+            let password_owned = password.to_owned();
+            if let Ok(Ok(new_hash)) = self
+                .hashing
+                .run(move || passwords.hash(&password_owned))
+                .await
+            {
+                self.store
+                    .set_password_hash(user.id, Some(&new_hash))
+                    .await?;
+            }
         }
         tracing::info!(user = %user.name.as_str(), %address, "local login");
         self.start_session(&parts.headers, &user, next, Vec::new())
@@ -329,9 +339,10 @@ impl Hub {
         }
         let passwords = self.passwords.clone();
         let password_owned = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || passwords.hash(&password_owned))
-            .await
-            .map_err(|e| HubError::Internal(format!("password hashing panicked: {e}")))?;
+        let hash = self
+            .hashing
+            .run(move || passwords.hash(&password_owned))
+            .await?;
         let hash = match hash {
             Ok(hash) => hash,
             Err(error) => return refuse(format!("This password cannot be used: {error}.")),

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod api;
+mod caps;
 mod failures;
 mod forwarding;
 mod gate;
