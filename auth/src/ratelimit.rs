@@ -190,8 +190,9 @@ impl<C: Clock + Clone> LookupLimiter<C> {
     }
 }
 
-/// The key for an address: IPv4 (IPv4-mapped IPv6 included) as is, IPv6 by its /64.
-fn address_key(address: IpAddr) -> IpAddr {
+/// The key for an address: IPv4 (IPv4-mapped IPv6 included) as is, IPv6 by its /64 (one
+/// host usually holds a whole /64). Per-address limits elsewhere key addresses the same way.
+pub fn address_key(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -61,6 +61,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0003_user_groups.sql"),
     ),
     (
+        4,
+        "token bindings",
+        include_str!("../migrations/sqlite/0004_token_bindings.sql"),
+    ),
+    (
         5,
         "identities",
         include_str!("../migrations/sqlite/0005_identities.sql"),
@@ -83,6 +88,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "user groups",
         include_str!("../migrations/postgres/0003_user_groups.sql"),
+    ),
+    (
+        4,
+        "token bindings",
+        include_str!("../migrations/postgres/0004_token_bindings.sql"),
     ),
     (
         5,
@@ -259,6 +269,46 @@ pub struct ApiToken {
     pub expires: Option<Timestamp>,
     /// The last request that used it, to [`ACTIVITY_RESOLUTION_SECS`]; `None` if unused.
     pub last_used: Option<Timestamp>,
+    /// What it was issued for.
+    pub binding: TokenBinding,
+}
+
+/// What a token was issued for. Kept in columns of its own, so the hub finds and revokes the
+/// tokens it issued by identity, never by matching notes (where `alice/` is a prefix of
+/// `alice/x`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TokenBinding {
+    /// Asked for by a person or a script (the REST API, the token page, `GANTRY_ADMIN_TOKEN`).
+    #[default]
+    Api,
+    /// The API token of its owner's server with this name (`""`: the default server), handed
+    /// to the server as `JUPYTERHUB_API_TOKEN`. A user has at most one per server: creating
+    /// another replaces it.
+    Server(String),
+    /// An access token the hub's OAuth provider issued through this client (a server's
+    /// OAuth client id) to the token's owner, the visitor.
+    OAuth(String),
+}
+
+impl TokenBinding {
+    fn columns(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Self::Api => (None, None),
+            Self::Server(server) => (Some(server), None),
+            Self::OAuth(client) => (None, Some(client)),
+        }
+    }
+
+    fn from_columns(server: Option<String>, client: Option<String>) -> Result<Self, StoreError> {
+        match (server, client) {
+            (None, None) => Ok(Self::Api),
+            (Some(server), None) => Ok(Self::Server(server)),
+            (None, Some(client)) => Ok(Self::OAuth(client)),
+            (Some(_), Some(_)) => Err(corrupt("token binding")(
+                "both a server and an OAuth client".into(),
+            )),
+        }
+    }
 }
 
 /// A token to create.
@@ -271,6 +321,8 @@ pub struct NewToken {
     pub note: String,
     /// When it stops being valid; `None` for never.
     pub expires: Option<Timestamp>,
+    /// What it is for.
+    pub binding: TokenBinding,
 }
 
 /// An API token that authenticated a request, and its owner.
@@ -495,10 +547,17 @@ impl Store {
     ///
     /// [`StoreError::Migrate`].
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrations = match self.db {
+        self.migrate_to(i64::MAX).await
+    }
+
+    /// Applies the migrations up to `version`: how the tests build a database as an older
+    /// release left it.
+    async fn migrate_to(&self, version: i64) -> Result<(), StoreError> {
+        let all = match self.db {
             Db::Sqlite(_) => SQLITE_MIGRATIONS,
             Db::Postgres(_) => POSTGRES_MIGRATIONS,
         };
+        let migrations = &all[..all.partition_point(|m| m.0 <= version)];
         let migrator = Migrator::new(Embedded(migrations))
             .await
             .map_err(StoreError::Migrate)?;
@@ -1362,7 +1421,9 @@ impl Store {
     // API tokens.
 
     /// Creates an API token for `user`. Returns the token's secret, which is not stored and
-    /// cannot be shown again, and the stored token.
+    /// cannot be shown again, and the stored token. A [`TokenBinding::Server`] token replaces
+    /// the server's previous one in the same statement: the old secret stops working as the
+    /// new one starts, and two racing calls leave exactly one.
     ///
     /// # Errors
     ///
@@ -1373,14 +1434,24 @@ impl Store {
         new: &NewToken,
         now: Timestamp,
     ) -> Result<(Secret, ApiToken), StoreError> {
+        // The conflict target is the partial unique index of 0004_token_bindings.sql, which
+        // only server tokens can hit.
         const SQL: &str = "INSERT INTO api_tokens \
-                           (prefix, hash, user_id, scopes, note, created, expires, last_used) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7, NULL) RETURNING id";
+                           (prefix, hash, user_id, scopes, note, created, expires, last_used, \
+                           server_name, oauth_client) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9) \
+                           ON CONFLICT (user_id, server_name) WHERE server_name IS NOT NULL \
+                           DO UPDATE SET prefix = excluded.prefix, hash = excluded.hash, \
+                           scopes = excluded.scopes, note = excluded.note, \
+                           created = excluded.created, expires = excluded.expires, \
+                           last_used = NULL \
+                           RETURNING id";
         let secret = Secret::generate()?;
         let hash = secret.hash();
         let scopes = new.scopes.to_string();
         let created = now.as_second();
         let expires = new.expires.map(Timestamp::as_second);
+        let (server, client) = new.binding.columns();
         let inserted: Result<i64, sqlx::Error> = on_db!(self, |pool| {
             sqlx::query_scalar(SQL)
                 .bind(secret.prefix())
@@ -1390,6 +1461,8 @@ impl Store {
                 .bind(new.note.as_str())
                 .bind(created)
                 .bind(expires)
+                .bind(server)
+                .bind(client)
                 .fetch_one(pool)
                 .await
         });
@@ -1414,13 +1487,16 @@ impl Store {
             created: timestamp(created)?,
             expires: expires.map(timestamp).transpose()?,
             last_used: None,
+            binding: new.binding.clone(),
         };
         Ok((secret, token))
     }
 
     /// Registers an API token whose secret an operator chose (`GANTRY_ADMIN_TOKEN`, for
-    /// automation), for `user`. Idempotent: when a token with this secret exists already,
-    /// nothing changes and `false` is returned, so it can run at every start.
+    /// automation), for `user`, as a [`TokenBinding::Api`] token whatever `new.binding` says
+    /// (a secret someone chose never stands in for a server's or the OAuth provider's).
+    /// Idempotent: when a token with this secret exists already, nothing changes and `false`
+    /// is returned, so it can run at every start.
     ///
     /// # Errors
     ///
@@ -1466,29 +1542,64 @@ impl Store {
         }
     }
 
-    /// Revokes every API token of `user` whose note starts with `note_prefix` (the tokens
-    /// the hub issued for one purpose: a server's own token, OAuth access tokens). Returns
+    /// Revokes `user`'s API token of their server `server` (`""`: the default server).
+    /// Returns whether there was one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn revoke_server_token(
+        &self,
+        user: UserId,
+        server: &str,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "DELETE FROM api_tokens WHERE user_id = $1 AND server_name = $2";
+        let done = on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(user.0)
+                .bind(server)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(query_failed("revoke server token"))?;
+        Ok(done > 0)
+    }
+
+    /// Revokes every access token the OAuth provider issued to `user` (at logout). Returns
     /// how many went.
     ///
     /// # Errors
     ///
     /// [`StoreError::Query`].
-    pub async fn revoke_tokens_noted(
-        &self,
-        user: UserId,
-        note_prefix: &str,
-    ) -> Result<u64, StoreError> {
-        const SQL: &str = "DELETE FROM api_tokens WHERE user_id = $1 \
-                           AND substr(note, 1, length($2)) = $2";
+    pub async fn revoke_oauth_tokens(&self, user: UserId) -> Result<u64, StoreError> {
+        const SQL: &str = "DELETE FROM api_tokens WHERE user_id = $1 AND oauth_client IS NOT NULL";
         on_db!(self, |pool| {
             sqlx::query(SQL)
                 .bind(user.0)
-                .bind(note_prefix)
                 .execute(pool)
                 .await
                 .map(|done| done.rows_affected())
         })
-        .map_err(query_failed("revoke tokens by note"))
+        .map_err(query_failed("revoke OAuth tokens"))
+    }
+
+    /// Revokes every access token issued through OAuth client `client`, whoever holds it
+    /// (when its server stops). Returns the holders, once each, so their cached credentials
+    /// can be dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn revoke_client_tokens(&self, client: &str) -> Result<Vec<UserId>, StoreError> {
+        const SQL: &str = "DELETE FROM api_tokens WHERE oauth_client = $1 RETURNING user_id";
+        let mut holders: Vec<i64> = on_db!(self, |pool| {
+            sqlx::query_scalar(SQL).bind(client).fetch_all(pool).await
+        })
+        .map_err(query_failed("revoke OAuth client tokens"))?;
+        holders.sort_unstable();
+        holders.dedup();
+        Ok(holders.into_iter().map(UserId).collect())
     }
 
     /// The live token whose secret is `presented` (from an `Authorization` header), with its
@@ -1521,8 +1632,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<Option<TokenAuth>, StoreError> {
         const SQL: &str = "SELECT t.id, t.prefix, t.hash, t.user_id, t.scopes, t.note, \
-                           t.created, t.expires, t.last_used, \
-                           u.id, u.name, u.password_hash, u.admin, u.approved, u.created \
+                           t.created, t.expires, t.last_used, t.server_name, t.oauth_client, \
+                           u.name, u.password_hash, u.admin, u.approved, u.created \
                            FROM api_tokens t JOIN users u ON u.id = t.user_id \
                            WHERE t.prefix = $1";
         const TOUCH: &str = "UPDATE api_tokens SET last_used = $1 WHERE id = $2";
@@ -1584,7 +1695,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<Vec<ApiToken>, StoreError> {
         const SQL: &str = "SELECT id, prefix, hash, user_id, scopes, note, created, expires, \
-                           last_used FROM api_tokens \
+                           last_used, server_name, oauth_client FROM api_tokens \
                            WHERE user_id = $1 AND (expires IS NULL OR expires > $2) ORDER BY id";
         let rows: Vec<TokenRow> = on_db!(self, |pool| {
             sqlx::query_as(SQL)
@@ -1633,9 +1744,12 @@ type TokenRow = (
     i64,
     Option<i64>,
     Option<i64>,
+    Option<String>,
+    Option<String>,
 );
 
-/// A token row followed by its owner's row, as one flat row.
+/// A token row followed by its owner's row less the id (the token's `user_id`), as one flat
+/// row: sixteen columns, the most a tuple decodes.
 type TokenUserRow = (
     i64,
     String,
@@ -1646,7 +1760,8 @@ type TokenUserRow = (
     i64,
     Option<i64>,
     Option<i64>,
-    i64,
+    Option<String>,
+    Option<String>,
     String,
     Option<String>,
     bool,
@@ -1655,13 +1770,10 @@ type TokenUserRow = (
 );
 
 fn split_token_user(row: TokenUserRow) -> (TokenRow, UserRow) {
-    let (id, prefix, hash, user_id, scopes, note, created, expires, last_used) = (
-        row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8,
-    );
-    let user = (row.9, row.10, row.11, row.12, row.13, row.14);
+    let user = (row.3, row.11, row.12, row.13, row.14, row.15);
     (
         (
-            id, prefix, hash, user_id, scopes, note, created, expires, last_used,
+            row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9, row.10,
         ),
         user,
     )
@@ -1704,7 +1816,8 @@ fn user_from_row(row: UserRow) -> Result<User, StoreError> {
 }
 
 fn token_from_row(row: TokenRow) -> Result<ApiToken, StoreError> {
-    let (id, prefix, _hash, user_id, scopes, note, created, expires, last_used) = row;
+    let (id, prefix, _hash, user_id, scopes, note, created, expires, last_used, server, client) =
+        row;
     // Names in stored scopes are already normalised; parse them without folding.
     let scopes = Scopes::parse(&scopes, crate::names::NamePolicy { case_fold: false })
         .map_err(|e| corrupt("token scopes")(e.into()))?;
@@ -1717,6 +1830,7 @@ fn token_from_row(row: TokenRow) -> Result<ApiToken, StoreError> {
         created: timestamp(created)?,
         expires: expires.map(timestamp).transpose()?,
         last_used: last_used.map(timestamp).transpose()?,
+        binding: TokenBinding::from_columns(server, client)?,
     })
 }
 

@@ -26,8 +26,13 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// How long a connection may wait for a complete request head, in hyper's sense: the timer
     /// starts when the connection is ready for a request, so it bounds keep-alive idle time and
-    /// slow header senders alike.
+    /// slow header senders alike. An HTTP/2 connection with no request in flight for this long
+    /// is closed.
     pub header_timeout: Duration,
+    /// Most client connections open at once on one listener, WebSockets included. Past it the
+    /// listener stops accepting: new connections wait in the kernel's listen backlog until one
+    /// closes. At least 1. Default: [`crate::server::DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
     /// Timeout for connecting to an upstream; past it the request fails with 503.
     pub upstream_connect_timeout: Duration,
     /// Timeout for an upstream's response headers; past it the request fails with 504.
@@ -48,6 +53,7 @@ impl Default for ProxyConfig {
             tls: false,
             max_header_bytes: 64 * 1024,
             header_timeout: Duration::from_secs(30),
+            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(300),
             upstream_idle_timeout: Duration::from_secs(60),

@@ -32,6 +32,9 @@ pub enum ProxyError {
     NoRoute,
     /// The upstream could not be reached (503).
     UpstreamUnavailable,
+    /// The upstream's host name resolves only to addresses the proxy never connects to, such
+    /// as a cloud metadata service (503; see [`crate::resolve`]).
+    UpstreamRefused,
     /// The upstream did not answer in time (504).
     UpstreamTimeout,
     /// The upstream answered with something that is not HTTP, or broke off (502).
@@ -44,7 +47,7 @@ impl ProxyError {
         match self {
             Self::BadPath(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamUnavailable | Self::UpstreamRefused => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
         }
@@ -58,6 +61,10 @@ impl ProxyError {
             Self::NoRoute => "Nothing is served at this address.".into(),
             Self::UpstreamUnavailable => {
                 "The server for this address is not reachable. It may be stopped or starting."
+                    .into()
+            }
+            Self::UpstreamRefused => {
+                "The server for this address is at a network address the proxy does not connect to."
                     .into()
             }
             Self::UpstreamTimeout => "The server for this address did not answer in time.".into(),

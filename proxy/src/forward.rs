@@ -10,7 +10,9 @@
 //!    passes the request or answers it (login, 403, 404); an open route passes;
 //! 5. headers rewritten ([`crate::headers`]), the front tier's private cookies removed
 //!    ([`PrivateCookies`]), the raw path forwarded under the target;
-//! 6. the upstream's response streamed back without `Set-Cookie`s naming private cookies, and
+//! 6. the request sent over the pooled client, whose host names are looked up through
+//!    [`GuardedResolver`] (a name that resolves only to refused addresses is answered 503);
+//!    the upstream's response streamed back without `Set-Cookie`s naming private cookies, and
 //!    activity recorded on the route (one atomic store) when the status is below 300; on
 //!    `101 Switching Protocols` both upgraded connections are joined by a tunnel (the private
 //!    `tunnel` module), which also ends when the gate's [`Lease`] does.
@@ -35,13 +37,14 @@ use crate::headers::{ClientSide, is_upgrade, prepare_request_headers, remove_hop
 use crate::metrics::Metrics;
 use crate::path::canonical_path;
 use crate::private_cookies::PrivateCookies;
+use crate::resolve::{GuardedResolver, ResolveError};
 use crate::routes::{Route, RouteTable, Target};
 use crate::server::{ConnInfo, Handler};
 use crate::tunnel;
 
 /// The body sent upstream: the client's streamed body, or nothing (error-target lookups).
 type UpstreamBody = Either<Incoming, Empty<Bytes>>;
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+type UpstreamClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, UpstreamBody>;
 
 /// How long the error-target hook may take before the built-in page is used.
 const ERROR_TARGET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -63,23 +66,7 @@ pub struct Proxy {
 impl Proxy {
     /// Builds the proxy over a shared route table.
     pub fn new(table: Arc<RouteTable>, config: ProxyConfig, metrics: Metrics) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.upstream_connect_timeout));
-        let builder = match HttpsConnectorBuilder::new().with_native_roots() {
-            Ok(builder) => builder,
-            Err(error) => {
-                tracing::warn!(%error, "no system CA certificates found; https upstreams will fail verification");
-                HttpsConnectorBuilder::new().with_tls_config(empty_roots_tls_config())
-            }
-        };
-        let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.upstream_idle_timeout)
-            .build(connector);
+        let client = upstream_client(&config, GuardedResolver::system());
         Self {
             table,
             config,
@@ -102,6 +89,14 @@ impl Proxy {
     #[must_use]
     pub fn with_private_cookies(mut self, cookies: PrivateCookies) -> Self {
         self.private_cookies = Some(cookies);
+        self
+    }
+
+    /// Resolves upstream host names with `resolver` instead of the system's guarded resolver
+    /// (tests answer from a table). A [`GuardedResolver`] always removes refused addresses.
+    #[must_use]
+    pub fn with_resolver(mut self, resolver: GuardedResolver) -> Self {
+        self.client = upstream_client(&self.config, resolver);
         self
     }
 
@@ -202,6 +197,15 @@ impl Proxy {
                 return Err(fail(ProxyError::UpstreamTimeout));
             }
             Ok(Err(error)) if error.is_connect() => {
+                if let Some(ResolveError::Refused {
+                    host,
+                    addresses,
+                    reason,
+                }) = find_cause(&error)
+                {
+                    tracing::warn!(route = %route.prefix(), host = %host, addresses = ?addresses, reason = *reason, "upstream refused: its host resolves only to addresses the proxy never connects to");
+                    return Err(fail(ProxyError::UpstreamRefused));
+                }
                 tracing::warn!(route = %route.prefix(), error = %crate::errors::error_chain(&error), "upstream unreachable");
                 return Err(fail(ProxyError::UpstreamUnavailable));
             }
@@ -410,6 +414,41 @@ fn strip_port(authority: &str) -> &str {
         Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => authority,
     }
+}
+
+/// The pooled upstream client: plain HTTP or TLS, host names looked up through `resolver`.
+fn upstream_client(config: &ProxyConfig, resolver: GuardedResolver) -> UpstreamClient {
+    let mut http = HttpConnector::new_with_resolver(resolver);
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(config.upstream_connect_timeout));
+    let builder = match HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(builder) => builder,
+        Err(error) => {
+            tracing::warn!(%error, "no system CA certificates found; https upstreams will fail verification");
+            HttpsConnectorBuilder::new().with_tls_config(empty_roots_tls_config())
+        }
+    };
+    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(config.upstream_idle_timeout)
+        .build(connector)
+}
+
+/// The first error of type `E` in `error`'s chain of causes.
+fn find_cause<'a, E: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        if let Some(found) = cause.downcast_ref::<E>() {
+            return Some(found);
+        }
+        next = cause.source();
+    }
+    None
 }
 
 fn empty_roots_tls_config() -> rustls::ClientConfig {

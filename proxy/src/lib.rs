@@ -3,7 +3,8 @@
 //!
 //! This crate owns the data plane: the route table ([`routes`]), the path-safety check
 //! ([`path`]), header rewriting ([`headers`]), forwarding with pooled upstream connections and
-//! WebSocket tunnels ([`forward`] and the private `tunnel` module), error pages ([`errors`]), the CHP-compatible
+//! WebSocket tunnels ([`forward`] and the private `tunnel` module), error pages ([`errors`]), the upstream
+//! resolver that never yields a refused address ([`resolve`]), the CHP-compatible
 //! route API ([`api`]), metrics ([`metrics`]) and connection serving ([`server`]). The data plane
 //! depends on neither `gantry-auth` nor `gantry-spawner` (a unit test reads the sources to keep it
 //! so); [`hub`], beside it, composes all three: login, sessions and the hub's API. It also builds the `gantry` binary, the only place that reads flags or
@@ -19,6 +20,7 @@ pub mod hub;
 pub mod metrics;
 pub mod path;
 pub mod private_cookies;
+pub mod resolve;
 pub mod routes;
 pub mod server;
 mod tunnel;

@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -42,6 +43,17 @@ pub enum RouteError {
         /// The target as given.
         target: String,
         /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The target's host is, in some notation, an address the proxy never connects to (see
+    /// [`address_refusal`]).
+    #[error("invalid route target {target:?}: its host is the address {address}, and {reason}")]
+    Address {
+        /// The target as given.
+        target: String,
+        /// The address its host denotes.
+        address: IpAddr,
+        /// Why that address is refused.
         reason: &'static str,
     },
 }
@@ -140,10 +152,22 @@ impl Target {
         if authority.host().is_empty() {
             return Err(fail("the URL has no host"));
         }
-        if is_link_local(authority.host()) {
-            return Err(fail(
-                "link-local addresses (cloud metadata services) are refused",
-            ));
+        // Parsed as browsers and getaddrinfo read it, so that `2852039166`, `0xa9fea9fe` or
+        // `[::ffff:169.254.169.254]` are seen to be the address they connect to.
+        let address = match url::Host::parse(authority.host()) {
+            Ok(url::Host::Domain(_)) => None,
+            Ok(url::Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+            Ok(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+            Err(_) => return Err(fail("the host is neither a host name nor an IP address")),
+        };
+        if let Some(address) = address
+            && let Some(reason) = address_refusal(address)
+        {
+            return Err(RouteError::Address {
+                target: text.chars().take(200).collect(),
+                address,
+                reason,
+            });
         }
         if uri.query().is_some() || text.contains('#') {
             return Err(fail("a query or fragment is not allowed"));
@@ -192,13 +216,75 @@ impl Target {
     }
 }
 
-fn is_link_local(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(v4)) => v4.is_link_local(),
-        Ok(std::net::IpAddr::V6(v6)) => (v6.segments()[0] & 0xffc0) == 0xfe80,
-        Err(_) => false,
+/// Why the proxy never connects to `address`, or `None` when it may.
+///
+/// Refused: link-local addresses (169.254.0.0/16, fe80::/10), where cloud metadata services
+/// answer with the host's credentials; the unspecified addresses and IPv4's "this network"
+/// (0.0.0.0/8, `::`), which reach the proxy's own host; and the metadata services that sit
+/// elsewhere (AWS's `fd00:ec2::254`, Alibaba Cloud's 100.100.100.200). An IPv6 address that
+/// carries an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64
+/// `64:ff9b::a.b.c.d`) is judged as that IPv4 address. Loopback and private addresses stay
+/// allowed: gantry's own servers listen on 127.0.0.1 and on container bridge addresses.
+///
+/// Checked twice: on a route's target when it is added ([`Target::parse`]), and on every
+/// address a host name resolves to when the proxy connects ([`crate::resolve`]).
+pub fn address_refusal(address: IpAddr) -> Option<&'static str> {
+    match address {
+        IpAddr::V4(v4) => v4_refusal(v4),
+        IpAddr::V6(v6) => v6_refusal(v6),
     }
+}
+
+const LINK_LOCAL: &str =
+    "link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata services) are refused";
+const UNSPECIFIED: &str =
+    "unspecified addresses (0.0.0.0/8, ::) are refused: they reach the proxy's own host";
+const METADATA: &str = "cloud metadata service addresses are refused";
+
+/// Alibaba Cloud's metadata service.
+const ALIBABA_METADATA: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
+/// AWS's metadata service over IPv6 (Nitro instances).
+const AWS_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
+fn v4_refusal(v4: Ipv4Addr) -> Option<&'static str> {
+    if v4.is_link_local() {
+        Some(LINK_LOCAL)
+    } else if v4.octets()[0] == 0 {
+        Some(UNSPECIFIED)
+    } else if v4 == ALIBABA_METADATA {
+        Some(METADATA)
+    } else {
+        None
+    }
+}
+
+fn v6_refusal(v6: Ipv6Addr) -> Option<&'static str> {
+    if v6.is_unspecified() {
+        return Some(UNSPECIFIED);
+    }
+    // Before the IPv4-compatible check, which would read `::1` as 0.0.0.1.
+    if v6.is_loopback() {
+        return None;
+    }
+    if v6.is_unicast_link_local() {
+        return Some(LINK_LOCAL);
+    }
+    if v6 == AWS_METADATA_V6 {
+        return Some(METADATA);
+    }
+    embedded_v4(v6).and_then(v4_refusal)
+}
+
+/// The IPv4 address an IPv6 address carries in its last 32 bits, when its prefix says it is
+/// one: IPv4-mapped, IPv4-compatible or the NAT64 well-known prefix (RFC 6052).
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let [a, b, c, d, e, f, ..] = v6.segments();
+    let carries = matches!(
+        (a, b, c, d, e, f),
+        (0, 0, 0, 0, 0, 0xffff) | (0, 0, 0, 0, 0, 0) | (0x64, 0xff9b, 0, 0, 0, 0)
+    );
+    let [.., w, x, y, z] = v6.octets();
+    carries.then(|| Ipv4Addr::new(w, x, y, z))
 }
 
 /// One route: a prefix, its target, who may use it, the extra data the API caller stored with

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::gate::Lease;
 use crate::routes::Route;
+use crate::server::Admitted;
 
 /// Buffer size for one read while bytes move. Allocated per burst, not per tunnel.
 const BURST: usize = 16 * 1024;
@@ -37,9 +38,17 @@ pub(crate) async fn run(
     epoch: u64,
     lease: Option<Arc<Lease>>,
 ) -> io::Result<()> {
-    let client = match client.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => (Side::Tcp(parts.io.into_inner()), parts.read_buf),
-        Err(other) => (Side::Other(Box::new(TokioIo::new(other))), Bytes::new()),
+    // A plain client socket keeps its slot under the listener's connection cap for as long
+    // as the tunnel holds the socket (`_slot`); a TLS one carries it inside.
+    let (client, _slot) = match client.downcast::<TokioIo<Admitted>>() {
+        Ok(parts) => {
+            let (stream, slot) = parts.io.into_inner().into_parts();
+            ((Side::Tcp(stream), parts.read_buf), Some(slot))
+        }
+        Err(other) => (
+            (Side::Other(Box::new(TokioIo::new(other))), Bytes::new()),
+            None,
+        ),
     };
     let upstream = match upstream.downcast::<MaybeHttpsStream<TokioIo<TcpStream>>>() {
         Ok(parts) => match parts.io {

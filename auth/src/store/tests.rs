@@ -50,12 +50,13 @@ async fn count(store: &Store, sql: &str) -> i64 {
     .unwrap()
 }
 
-async fn sqlite() -> (Store, TempDir) {
+/// A fresh SQLite store, migrated up to `version`.
+async fn sqlite(version: i64) -> (Store, TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(&dir.path().join("gantry.sqlite"), &StoreOptions::default())
         .await
         .unwrap();
-    store.migrate().await.unwrap();
+    store.migrate_to(version).await.unwrap();
     (store, dir)
 }
 
@@ -67,14 +68,8 @@ struct Postgres {
 }
 
 impl Postgres {
-    async fn start() -> Option<Self> {
-        let db = Self::unmigrated().await?;
-        db.store.migrate().await.unwrap();
-        Some(db)
-    }
-
-    /// A fresh schema with no tables yet.
-    async fn unmigrated() -> Option<Self> {
+    /// A fresh schema, migrated up to `version`.
+    async fn start(version: i64) -> Option<Self> {
         let Ok(url) = std::env::var("GANTRY_TEST_POSTGRES_URL") else {
             // CI must exercise both databases: a missing server there is a failure, never a
             // silent pass. Locally the SQLite half still runs.
@@ -98,6 +93,7 @@ impl Postgres {
         let url = format!("{url}{separator}options[search_path]={schema}");
         let store = Store::connect(&url, &options).await.unwrap();
         assert_eq!(store.backend(), "PostgreSQL");
+        store.migrate_to(version).await.unwrap();
         Some(Self {
             store,
             admin,
@@ -111,15 +107,16 @@ impl Postgres {
     }
 }
 
-/// Declares each test body once per backend.
+/// Declares each test body once per backend, on a database migrated up to `version` (every
+/// migration unless given: `version N;` first tests the upgrade from release state N).
 macro_rules! store_tests {
-    ($($name:ident),* $(,)?) => {
+    (version $version:expr; $($name:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let (store, _dir) = super::sqlite().await;
-                    super::$name(store).await;
+                    let (store, _dir) = super::super::sqlite($version).await;
+                    super::super::$name(store).await;
                 }
             )*
         }
@@ -127,44 +124,61 @@ macro_rules! store_tests {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let Some(db) = super::Postgres::start().await else { return };
-                    super::$name(db.store.clone()).await;
+                    let Some(db) = super::super::Postgres::start($version).await else { return };
+                    super::super::$name(db.store.clone()).await;
                     db.finish().await;
                 }
             )*
         }
     };
+    ($($name:ident),* $(,)?) => {
+        store_tests!(version i64::MAX; $($name),*);
+    };
 }
 
-store_tests!(
-    users_round_trip,
-    names_are_unique_after_normalisation,
-    user_ids_are_never_reused,
-    user_updates,
-    deleting_a_user_deletes_their_credentials,
-    sessions_round_trip,
-    sessions_expire,
-    session_activity_is_throttled,
-    secrets_are_not_stored,
-    revoking_a_user_ends_everything_of_theirs_only,
-    tokens_round_trip,
-    tokens_expire,
-    tokens_sharing_a_prefix,
-    token_revocation_is_scoped_to_the_owner,
-    corrupt_rows_are_errors,
-    migrating_twice_is_harmless,
-    concurrent_sessions,
-    unix_ids_round_trip,
-    registered_tokens_work_and_register_once,
-    tokens_are_revoked_by_note_prefix,
-    renaming_a_user_keeps_their_credentials,
-    groups_round_trip,
-    provider_groups_are_replaced_and_admin_groups_kept,
-    identities_round_trip,
-    binding_claims_only_unclaimed_accounts,
-    parallel_binds_bind_one_identity,
-    parallel_first_logins_make_one_account,
-);
+mod current {
+    store_tests!(
+        users_round_trip,
+        names_are_unique_after_normalisation,
+        user_ids_are_never_reused,
+        user_updates,
+        deleting_a_user_deletes_their_credentials,
+        sessions_round_trip,
+        sessions_expire,
+        session_activity_is_throttled,
+        secrets_are_not_stored,
+        revoking_a_user_ends_everything_of_theirs_only,
+        tokens_round_trip,
+        tokens_expire,
+        tokens_sharing_a_prefix,
+        token_revocation_is_scoped_to_the_owner,
+        corrupt_rows_are_errors,
+        migrating_twice_is_harmless,
+        concurrent_sessions,
+        unix_ids_round_trip,
+        registered_tokens_work_and_register_once,
+        server_tokens_are_bound_by_identity,
+        racing_server_tokens_leave_one,
+        oauth_tokens_are_revoked_by_holder_and_by_client,
+        renaming_a_user_keeps_their_credentials,
+        groups_round_trip,
+        provider_groups_are_replaced_and_admin_groups_kept,
+        identities_round_trip,
+        binding_claims_only_unclaimed_accounts,
+        parallel_binds_bind_one_identity,
+        parallel_first_logins_make_one_account,
+    );
+}
+
+/// Databases as release 3 (before token bindings) left them, upgraded by the test.
+mod from_version_3 {
+    store_tests!(version 3; tokens_noted_before_bindings_keep_working);
+}
+
+/// Databases as release 4 (before OpenID identities) left them, upgraded by the test.
+mod from_version_4 {
+    store_tests!(version 4; migration_to_identities);
+}
 
 async fn users_round_trip(store: Store) {
     assert!(store.list_users().await.unwrap().is_empty());
@@ -290,6 +304,7 @@ async fn deleting_a_user_deletes_their_credentials(store: Store) {
         scopes: scopes("self"),
         note: String::new(),
         expires: None,
+        binding: TokenBinding::Api,
     };
     let (token, _) = store.create_token(alice.id, &new, at(0)).await.unwrap();
     assert!(store.delete_user(alice.id).await.unwrap());
@@ -440,6 +455,7 @@ async fn secrets_are_not_stored(store: Store) {
         scopes: scopes("self"),
         note: "laptop".to_owned(),
         expires: None,
+        binding: TokenBinding::Api,
     };
     let (token, _) = store.create_token(alice.id, &new, at(0)).await.unwrap();
     for secret in [&session, &token] {
@@ -464,6 +480,7 @@ async fn revoking_a_user_ends_everything_of_theirs_only(store: Store) {
         scopes: scopes("self"),
         note: String::new(),
         expires: None,
+        binding: TokenBinding::Api,
     };
     let alice_sessions = [
         store
@@ -528,6 +545,7 @@ async fn tokens_round_trip(store: Store) {
         scopes: scopes("self access:servers!user=alice read:metrics"),
         note: "CI runner ✓".to_owned(),
         expires: None,
+        binding: TokenBinding::Api,
     };
     let (secret, created) = store.create_token(alice.id, &new, at(0)).await.unwrap();
     assert_eq!(created.prefix, secret.prefix());
@@ -596,6 +614,7 @@ async fn tokens_expire(store: Store) {
         scopes: scopes("self"),
         note: String::new(),
         expires: Some(at(100)),
+        binding: TokenBinding::Api,
     };
     let forever = NewToken {
         expires: None,
@@ -636,6 +655,7 @@ async fn tokens_sharing_a_prefix(store: Store) {
         scopes: scopes("self"),
         note: String::new(),
         expires: None,
+        binding: TokenBinding::Api,
     };
     let (alice_token, _) = store.create_token(alice.id, &new, at(0)).await.unwrap();
     // Plant a token of bob's with the same prefix and a different secret.
@@ -678,6 +698,7 @@ async fn token_revocation_is_scoped_to_the_owner(store: Store) {
         scopes: scopes("self"),
         note: String::new(),
         expires: None,
+        binding: TokenBinding::Api,
     };
     let (secret, token) = store.create_token(alice.id, &new, at(0)).await.unwrap();
     assert!(!store.revoke_token(bob.id, token.id).await.unwrap());
@@ -710,6 +731,7 @@ async fn corrupt_rows_are_errors(store: Store) {
         scopes: scopes("self"),
         note: String::new(),
         expires: None,
+        binding: TokenBinding::Api,
     };
     let (secret, _) = store.create_token(alice.id, &new, at(0)).await.unwrap();
     raw(&store, "UPDATE api_tokens SET scopes = 'root'").await;
@@ -877,6 +899,7 @@ async fn registered_tokens_work_and_register_once(store: Store) {
         scopes: scopes("admin"),
         note: "bootstrap".to_owned(),
         expires: None,
+        binding: TokenBinding::Api,
     };
     assert!(
         store
@@ -903,52 +926,198 @@ async fn registered_tokens_work_and_register_once(store: Store) {
     }
 }
 
-async fn tokens_are_revoked_by_note_prefix(store: Store) {
-    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
-    let bob = store.create_user(&new_user("bob"), at(0)).await.unwrap();
-    let make = |note: &str| NewToken {
+fn token_for(binding: TokenBinding, note: &str) -> NewToken {
+    NewToken {
         scopes: scopes("self"),
         note: note.to_owned(),
         expires: None,
+        binding,
+    }
+}
+
+fn server(name: &str) -> TokenBinding {
+    TokenBinding::Server(name.to_owned())
+}
+
+/// The probe of issue 11: `alice/` is a prefix of `alice/x`, and `x` of `xy`. Bindings are
+/// matched whole, and a note says nothing.
+async fn server_tokens_are_bound_by_identity(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let bob = store.create_user(&new_user("bob"), at(0)).await.unwrap();
+    let mut secrets = Vec::new();
+    for name in ["", "x", "xy"] {
+        let (secret, token) = store
+            .create_token(alice.id, &token_for(server(name), "whatever"), at(0))
+            .await
+            .unwrap();
+        assert_eq!(token.binding, server(name));
+        secrets.push(secret);
+    }
+    let (bobs, _) = store
+        .create_token(bob.id, &token_for(server(""), "n"), at(0))
+        .await
+        .unwrap();
+    // A token noted like a server's, as the old code matched them, is an ordinary one.
+    let (noted, _) = store
+        .create_token(
+            alice.id,
+            &token_for(TokenBinding::Api, "server token: alice/"),
+            at(0),
+        )
+        .await
+        .unwrap();
+
+    assert!(store.revoke_server_token(alice.id, "").await.unwrap());
+    assert!(!store.revoke_server_token(alice.id, "").await.unwrap());
+    let live = |secret: Secret| {
+        let store = store.clone();
+        async move { store.token(secret.expose(), at(1)).await.unwrap() }
     };
-    for note in ["oauth: a", "oauth: b", "laptop", "oauth"] {
+    assert_eq!(live(secrets[0].clone()).await, None);
+    let x = live(secrets[1].clone()).await.expect("x's token survives");
+    assert_eq!(x.token.binding, server("x"));
+    assert!(
+        live(secrets[2].clone()).await.is_some(),
+        "xy's token survives"
+    );
+    assert!(
+        live(bobs).await.is_some(),
+        "bob's default server's token survives"
+    );
+    let noted = live(noted)
+        .await
+        .expect("a noted API token is not a server's");
+    assert_eq!(noted.token.binding, TokenBinding::Api);
+
+    assert!(store.revoke_server_token(alice.id, "x").await.unwrap());
+    assert!(
+        live(secrets[2].clone()).await.is_some(),
+        "xy's token survives x's"
+    );
+}
+
+/// A server has one token: a new one replaces the old, and racing creations leave one.
+async fn racing_server_tokens_leave_one(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let (old, _) = store
+        .create_token(alice.id, &token_for(server("x"), "first"), at(0))
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            store
+                .create_token(alice.id, &token_for(server("x"), &format!("{i}")), at(1))
+                .await
+                .unwrap()
+                .0
+        });
+    }
+    let secrets = tasks.join_all().await;
+    assert_eq!(store.token(old.expose(), at(2)).await.unwrap(), None);
+    let mut live = 0;
+    for secret in secrets {
+        if store.token(secret.expose(), at(2)).await.unwrap().is_some() {
+            live += 1;
+        }
+    }
+    assert_eq!(live, 1, "exactly one of the racing tokens works");
+    let tokens = store.tokens_of(alice.id, at(2)).await.unwrap();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(tokens[0].binding, server("x"));
+}
+
+async fn oauth_tokens_are_revoked_by_holder_and_by_client(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let bob = store.create_user(&new_user("bob"), at(0)).await.unwrap();
+    let oauth = |client: &str| TokenBinding::OAuth(client.to_owned());
+    for (user, client) in [
+        (alice.id, "c1"),
+        (alice.id, "c2"),
+        (bob.id, "c1"),
+        (bob.id, "c2"),
+    ] {
         store
-            .create_token(alice.id, &make(note), at(0))
+            .create_token(user, &token_for(oauth(client), "n"), at(0))
             .await
             .unwrap();
     }
     store
-        .create_token(bob.id, &make("oauth: c"), at(0))
+        .create_token(alice.id, &token_for(TokenBinding::Api, "oauth: c1"), at(0))
         .await
         .unwrap();
-    // `_` and `%` are not wildcards here.
     store
-        .create_token(alice.id, &make("server token: a_b/"), at(0))
+        .create_token(alice.id, &token_for(server(""), "n"), at(0))
         .await
         .unwrap();
+    // Bob's server stops: the tokens issued through its client go, whoever holds them.
     assert_eq!(
-        store
-            .revoke_tokens_noted(alice.id, "server token: a%")
-            .await
-            .unwrap(),
-        0
+        store.revoke_client_tokens("c1").await.unwrap(),
+        [alice.id, bob.id]
+    );
+    assert!(store.revoke_client_tokens("c1").await.unwrap().is_empty());
+    // Alice logs out: her OAuth tokens go, her own and her server's stay.
+    assert_eq!(store.revoke_oauth_tokens(alice.id).await.unwrap(), 1);
+    let bindings = |tokens: Vec<ApiToken>| -> Vec<TokenBinding> {
+        tokens.into_iter().map(|t| t.binding).collect()
+    };
+    assert_eq!(
+        bindings(store.tokens_of(alice.id, at(1)).await.unwrap()),
+        [TokenBinding::Api, server("")]
     );
     assert_eq!(
-        store
-            .revoke_tokens_noted(alice.id, "oauth: ")
-            .await
-            .unwrap(),
-        2
+        bindings(store.tokens_of(bob.id, at(1)).await.unwrap()),
+        [oauth("c2")]
     );
-    let left: Vec<String> = store
-        .tokens_of(alice.id, at(1))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| t.note)
-        .collect();
-    assert_eq!(left.len(), 3, "{left:?}");
-    assert_eq!(store.tokens_of(bob.id, at(1)).await.unwrap().len(), 1);
+}
+
+/// Release 3 knew a server's token and OAuth tokens by their notes. After the upgrade they
+/// keep working and are bound; of two tokens racing starts left for one server, the newer
+/// stays.
+async fn tokens_noted_before_bindings_keep_working(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let insert = |note: &'static str| {
+        let store = store.clone();
+        async move {
+            let secret = Secret::generate().unwrap();
+            let sql = format!(
+                "INSERT INTO api_tokens (prefix, hash, user_id, scopes, note, created) \
+                 VALUES ('{}', '{}', {}, 'self', '{note}', {T0})",
+                secret.prefix(),
+                secret.hash().as_str(),
+                alice.id.get()
+            );
+            raw(&store, &sql).await;
+            secret
+        }
+    };
+    let default = insert("server token: alice/").await;
+    let older_x = insert("server token: alice/x").await;
+    let x = insert("server token: alice/x").await;
+    let oauth = insert("oauth: jupyterhub-user-alice").await;
+    let laptop = insert("laptop").await;
+
+    store.migrate().await.unwrap();
+
+    let binding = |secret: Secret| {
+        let store = store.clone();
+        async move {
+            store
+                .token(secret.expose(), at(1))
+                .await
+                .unwrap()
+                .map(|auth| auth.token.binding)
+        }
+    };
+    assert_eq!(binding(default).await, Some(server("")));
+    assert_eq!(binding(older_x).await, None);
+    assert_eq!(binding(x).await, Some(server("x")));
+    assert_eq!(
+        binding(oauth).await,
+        Some(TokenBinding::OAuth("jupyterhub-user-alice".into()))
+    );
+    assert_eq!(binding(laptop).await, Some(TokenBinding::Api));
 }
 
 async fn renaming_a_user_keeps_their_credentials(store: Store) {
@@ -1358,23 +1527,9 @@ async fn parallel_first_logins_make_one_account(store: Store) {
     );
 }
 
-/// The database as a build from before identities left it: every migration older than
-/// identities' applied, and an OpenID user and a local user in it.
+/// An OpenID user and a local user in a database as a build from before identities left it
+/// (the store is at version 4).
 async fn before_identities(store: &Store) -> (User, User) {
-    // The migrations are in version order: those before identities are a prefix.
-    let older = |migrations: &'static [(i64, &'static str, &'static str)]| {
-        let end = migrations
-            .iter()
-            .position(|(version, ..)| *version >= 5)
-            .unwrap();
-        &migrations[..end]
-    };
-    let migrations = match store.db {
-        Db::Sqlite(_) => older(SQLITE_MIGRATIONS),
-        Db::Postgres(_) => older(POSTGRES_MIGRATIONS),
-    };
-    let migrator = Migrator::new(Embedded(migrations)).await.unwrap();
-    on_db!(store, |pool| migrator.run(pool).await).unwrap();
     let passwords = Passwords::new(PasswordParams {
         memory_kib: 8,
         iterations: 1,
@@ -1426,22 +1581,4 @@ async fn migration_to_identities(store: Store) {
         subjects(&store.identities_of(openid.id).await.unwrap()),
         ["old-sub"]
     );
-}
-
-#[tokio::test]
-async fn migration_to_identities_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("gantry.sqlite"), &StoreOptions::default())
-        .await
-        .unwrap();
-    migration_to_identities(store).await;
-}
-
-#[tokio::test]
-async fn migration_to_identities_on_postgres() {
-    let Some(db) = Postgres::unmigrated().await else {
-        return;
-    };
-    migration_to_identities(db.store.clone()).await;
-    db.finish().await;
 }

@@ -1,6 +1,7 @@
 //! The `gantry proxy` command itself: clear refusals for bad flags, listening on the ports it
 //! reports, and a clean exit on SIGTERM.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -74,10 +75,10 @@ async fn bad_flags_are_refused_with_the_cause_and_the_fix() -> anyhow::Result<()
     Ok(())
 }
 
-#[tokio::test]
-async fn serves_on_the_ports_it_reports_and_exits_cleanly_on_sigterm() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let log = dir.path().join("gantry.log");
+/// Starts `gantry proxy` on loopback port 0 with the API token `secret`, logging to a file in
+/// `dir`, and returns it with its proxy and API addresses once it reports them.
+async fn start_proxy(dir: &Path) -> anyhow::Result<(ChildGuard, String, String)> {
+    let log = dir.join("gantry.log");
     let mut command = Command::new(gantry_bin()?);
     command
         .args([
@@ -93,7 +94,7 @@ async fn serves_on_the_ports_it_reports_and_exits_cleanly_on_sigterm() -> anyhow
         ])
         .env("CONFIGPROXY_AUTH_TOKEN", "secret")
         .env_remove("RUST_LOG");
-    let mut gantry = ChildGuard::spawn("gantry", command, &log)?;
+    let gantry = ChildGuard::spawn("gantry", command, &log)?;
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let (proxy, api) = poll_until("gantry to report its listeners", deadline, || {
@@ -101,6 +102,13 @@ async fn serves_on_the_ports_it_reports_and_exits_cleanly_on_sigterm() -> anyhow
         async move { Ok(listeners(&text)) }
     })
     .await?;
+    Ok((gantry, proxy, api))
+}
+
+#[tokio::test]
+async fn serves_on_the_ports_it_reports_and_exits_cleanly_on_sigterm() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut gantry, proxy, api) = start_proxy(dir.path()).await?;
 
     let client = reqwest::Client::new();
     let health = client
@@ -145,6 +153,59 @@ async fn serves_on_the_ports_it_reports_and_exits_cleanly_on_sigterm() -> anyhow
         "no shutdown line:\n{}",
         gantry.log_text()
     );
+    Ok(())
+}
+
+/// Issue 11's probes: targets that are the cloud metadata service in another notation.
+#[tokio::test]
+async fn the_route_api_refuses_metadata_targets_in_any_notation() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut gantry, _proxy, api) = start_proxy(dir.path()).await?;
+    let client = reqwest::Client::new();
+    let add = |path: &'static str, target: String| {
+        client
+            .post(format!("http://{api}/api/routes{path}"))
+            .header("authorization", "token secret")
+            .json(&serde_json::json!({ "target": target }))
+            .send()
+    };
+    for (target, address) in [
+        ("http://[::ffff:169.254.169.254]/", "::ffff:169.254.169.254"),
+        ("http://2852039166/", "169.254.169.254"),
+        ("http://0251.0376.0251.0376/", "169.254.169.254"),
+        ("http://0xa9fea9fe/", "169.254.169.254"),
+        ("http://169.254.43518/", "169.254.169.254"),
+    ] {
+        let response = add("/user/probe", target.to_owned()).await?;
+        let status = response.status();
+        let body = response.text().await?;
+        ensure!(status == 400, "{target}: {status} {body}");
+        ensure!(
+            body.contains(&format!("the address {address},")),
+            "{target}: the refusal does not name {address}: {body}"
+        );
+    }
+    let (_, api_port) = api.rsplit_once(':').context("the API address has a port")?;
+    let loopback = format!("http://127.0.0.1:{api_port}");
+    let response = add("/user/loopback", loopback.clone()).await?;
+    ensure!(
+        response.status() == 201,
+        "{loopback}: {}",
+        response.status()
+    );
+    let routes: serde_json::Value = client
+        .get(format!("http://{api}/api/routes"))
+        .header("authorization", "token secret")
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        routes.as_object().map(serde_json::Map::len) == Some(1)
+            && routes["/user/loopback"]["target"] == loopback.as_str(),
+        "only the loopback route was added: {routes}"
+    );
+    gantry.stop().context("gantry's exit status")?;
     Ok(())
 }
 

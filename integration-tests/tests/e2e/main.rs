@@ -5,9 +5,11 @@
 //! on the spot). `.ci/test` provides both.
 
 mod admin;
+mod caps;
 mod cli;
 mod gate;
 mod gpu_pages;
+mod hardening;
 mod identities;
 mod identity;
 mod journey;

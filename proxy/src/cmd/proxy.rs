@@ -76,6 +76,15 @@ pub(crate) struct ProxyArgs {
     /// Largest request line plus headers accepted, in bytes; larger requests get 431.
     #[arg(long, value_name = "BYTES", default_value_t = 65_536)]
     max_header_size: usize,
+    /// Most connections open at once on each listener, WebSockets included. Past it gantry
+    /// stops accepting: new connections wait in the kernel's listen backlog until one closes.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = gantry_proxy::server::DEFAULT_MAX_CONNECTIONS,
+        value_parser = at_least_one
+    )]
+    max_connections: usize,
     /// Milliseconds a graceful shutdown (SIGTERM, SIGINT) waits for in-flight requests.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     shutdown_timeout: u64,
@@ -147,6 +156,7 @@ async fn serve_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         tls: args.ssl_key.is_some(),
         max_header_bytes: args.max_header_size,
         header_timeout: Duration::from_millis(args.header_timeout),
+        max_connections: args.max_connections,
         upstream_connect_timeout: Duration::from_millis(args.upstream_connect_timeout),
         upstream_response_timeout: Duration::from_millis(args.proxy_timeout),
         shutdown_grace: Duration::from_millis(args.shutdown_timeout),
@@ -197,6 +207,15 @@ async fn serve_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let _ = front.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A count that must be at least 1 (`--max-connections`).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(error) => Err(format!("{text:?} is not a count: {error}")),
+    }
 }
 
 fn parse_target(flag: &str, text: Option<&str>) -> anyhow::Result<Option<Target>> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use gantry_auth::store::{NewToken, NewUser};
+use gantry_auth::store::{NewToken, NewUser, TokenBinding};
 use gantry_auth::{OidcProvider, Scope, Scopes, Store, StoreOptions, UserName};
 use gantry_proxy::hub::config::{
     EMBEDDED_IMAGE, EMBEDDED_IMAGE_BUILD, FileConfig, HubConfig, LogFormat,
@@ -232,6 +232,7 @@ async fn register_admin_token(store: &Store, config: &HubConfig) -> anyhow::Resu
         scopes: Scopes::new([Scope::Admin]),
         note: "GANTRY_ADMIN_TOKEN".to_owned(),
         expires: None,
+        binding: TokenBinding::Api,
     };
     let created = store
         .register_token(user.id, token, &new, now)
@@ -299,6 +300,7 @@ fn proxy_config(config: &HubConfig) -> ProxyConfig {
         tls: proxy.tls_cert.is_some(),
         max_header_bytes: proxy.max_header_bytes,
         header_timeout: Duration::from_secs(proxy.header_timeout_secs),
+        max_connections: proxy.max_connections,
         upstream_connect_timeout: Duration::from_secs(proxy.upstream_connect_timeout_secs),
         upstream_response_timeout: Duration::from_secs(proxy.proxy_timeout_secs),
         ..ProxyConfig::default()
@@ -318,6 +320,7 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
         max_header_bytes: proxy_config.max_header_bytes,
         header_timeout: proxy_config.header_timeout,
         shutdown_grace: proxy_config.shutdown_grace,
+        max_connections: proxy_config.max_connections,
         tls,
     };
     let table = Arc::new(RouteTable::new(false));
@@ -473,13 +476,16 @@ async fn start_backend(
     } else {
         start_docker(config, &validated).await?
     };
-    let servers = Arc::new(Servers::new(
-        started.spawner,
-        validated.profiles,
-        Arc::clone(table),
-        config.hub.max_concurrent_spawns,
-        std::collections::BTreeMap::new(),
-    ));
+    let servers = Arc::new(
+        Servers::new(
+            started.spawner,
+            validated.profiles,
+            Arc::clone(table),
+            config.hub.max_concurrent_spawns,
+            std::collections::BTreeMap::new(),
+        )
+        .with_limits(config.hub.user_limits()),
+    );
     let adopted = servers
         .adopt()
         .await

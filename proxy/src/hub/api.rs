@@ -6,7 +6,7 @@
 //! or with the session cookie plus the CSRF rules for anything that changes state. A missing
 //! or invalid credential is 403, as JupyterHub answers.
 
-use gantry_auth::store::{ApiToken, NewToken, NewUser, TokenId, User};
+use gantry_auth::store::{ApiToken, NewToken, NewUser, TokenBinding, TokenId, User, UserId};
 use gantry_auth::{Action, Owner, Scope, Scopes, StoreError, UserName};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -18,10 +18,10 @@ use gantry_spawner::{Identity, ServerKey, ServerName};
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::oauth::{client_id, redirect_uri, server_token_note};
+use super::oauth::{OAuthState, client_id, redirect_uri, server_token_note};
 use super::request::read_json;
 use super::response::{self, HubError};
-use super::servers::{Phase, ServerError, Servers, StartOutcome, server_prefix};
+use super::servers::{Claimed, Phase, ServerError, Servers, StartOutcome, server_prefix};
 use super::{Caller, Hub};
 use crate::errors::ResponseBody;
 
@@ -138,7 +138,7 @@ impl Hub {
 
     /// The user `name` from a path segment (percent-decoded), if the caller may act as them. Someone who may not act
     /// as them gets 404 whether they exist or not, so the API does not reveal who exists.
-    async fn target_user(&self, caller: &Caller, name: &str) -> Result<User, HubError> {
+    pub(super) async fn target_user(&self, caller: &Caller, name: &str) -> Result<User, HubError> {
         // Path segments arrive raw: a name outside ASCII comes percent-encoded.
         let name = percent_encoding::percent_decode_str(name)
             .decode_utf8()
@@ -274,6 +274,7 @@ impl Hub {
             scopes,
             note,
             expires,
+            binding: TokenBinding::Api,
         };
         Ok(self.store.create_token(user.id, &new, now).await?)
     }
@@ -648,8 +649,10 @@ impl Hub {
 }
 
 impl Hub {
-    /// Starts `user`'s server: a fresh API token for it (its OAuth client secret too), the
-    /// JupyterHub environment stock images expect, then the start itself.
+    /// Starts `user`'s server: claims it ([`Servers::claim`]), so racing starts find this one;
+    /// mints its API token (its OAuth client secret too), replacing any old one; builds the
+    /// JupyterHub environment stock images expect; then launches the start. A start that finds
+    /// the server running or starting mints nothing, so the running server's token stays valid.
     pub(super) async fn start_for(
         &self,
         user: &User,
@@ -658,43 +661,65 @@ impl Hub {
         profile: Option<&str>,
     ) -> Result<Result<StartOutcome, ServerError>, HubError> {
         let servers = self.servers()?;
-        let key = ServerKey {
-            user: user.name.as_str().to_owned(),
-            server: server.clone(),
+        let claim = match servers.claim(identity, server, profile) {
+            Ok(Claimed::Mine(claim)) => claim,
+            Ok(Claimed::Found(outcome)) => return Ok(Ok(outcome)),
+            Err(error) => return Ok(Err(error)),
         };
-        let busy = matches!(
-            servers.state(&key),
-            Some((Phase::Ready { .. } | Phase::Starting | Phase::Stopping, ..))
-        );
-        if busy {
-            // No new token for a start that will not happen.
-            return Ok(servers.start(identity, server, profile, BTreeMap::new()));
-        }
-        let note = server_token_note(&key);
-        self.store.revoke_tokens_noted(user.id, &note).await?;
-        self.credentials_changed(user.id).await;
+        let key = claim.key().clone();
         let new = NewToken {
             scopes: Scopes::new([Scope::AccessServers(user.name.clone())]),
-            note,
+            note: server_token_note(&key),
             expires: None,
+            binding: TokenBinding::Server(key.server.as_str().to_owned()),
         };
+        // Replaces the server's previous token in one statement; a failure drops the claim,
+        // which marks the start failed.
         let (token, _) = self
             .store
             .create_token(user.id, &new, Timestamp::now())
             .await?;
+        self.credentials_changed(user.id).await;
         let env = self.server_env(&key, token.expose());
         self.oauth.register(&key);
-        Ok(servers.start(identity, server, profile, env))
+        match claim.launch(env) {
+            Ok(()) => Ok(Ok(StartOutcome::Pending)),
+            Err(error) => {
+                // Stopped before it began: the stop may have revoked before the mint.
+                self.revoke_server_credentials(user.id, &key).await?;
+                Ok(Err(error))
+            }
+        }
     }
 
-    /// Stops `user`'s server and ends its API token and OAuth client.
+    /// Stops `user`'s server and ends its API token, its OAuth client and the access tokens
+    /// issued through it.
     pub(super) async fn stop_for(&self, user: &User, key: &ServerKey) -> Result<(), HubError> {
         self.servers()?.stop(key).await.map_err(server_error)?;
-        self.store
-            .revoke_tokens_noted(user.id, &server_token_note(key))
-            .await?;
-        self.credentials_changed(user.id).await;
+        self.revoke_server_credentials(user.id, key).await
+    }
+
+    /// Ends the credentials of `key`'s server (of user `user`): its API token, its OAuth
+    /// client and the access tokens issued through it; no other server's.
+    pub(super) async fn revoke_server_credentials(
+        &self,
+        user: UserId,
+        key: &ServerKey,
+    ) -> Result<(), HubError> {
         self.oauth.unregister(key);
+        self.store
+            .revoke_server_token(user, key.server.as_str())
+            .await?;
+        let mut changed = vec![user];
+        for client in OAuthState::ids_of(key) {
+            // Their holders are the server's visitors, often other users.
+            changed.extend(self.store.revoke_client_tokens(&client).await?);
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        for user in changed {
+            self.credentials_changed(user).await;
+        }
         Ok(())
     }
 
@@ -1349,7 +1374,10 @@ fn token_model(token: &ApiToken, owner: &User) -> Value {
         "created": iso(token.created),
         "expires_at": token.expires.map(iso),
         "last_activity": token.last_used.map(iso),
-        "oauth_client": Value::Null,
+        "oauth_client": match &token.binding {
+            TokenBinding::OAuth(client) => json!(client),
+            TokenBinding::Api | TokenBinding::Server(_) => Value::Null,
+        },
         "session_id": Value::Null,
     })
 }

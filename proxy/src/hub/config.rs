@@ -116,6 +116,36 @@ pub struct HubSection {
     /// is routed. Missing routes of ready servers are put back every second regardless.
     /// Default: 10.
     pub poll_interval_secs: u64,
+    /// Most named servers one user may have (starting, running or failed), as JupyterHub's
+    /// `named_server_limit_per_user`; `0` means no limit, as there. Past it a start is
+    /// refused with 400 naming the limit. Default: 5.
+    pub named_server_limit_per_user: usize,
+    /// Most servers one user may have starting or running at once, the default server
+    /// included; `0` means no limit. Default: 3.
+    pub max_servers_per_user: usize,
+    /// Most GPUs across one user's starting and running servers (a `gpus = "all"` profile
+    /// counts as every device of the backend). Unset: no cap.
+    pub max_gpus_per_user: Option<u32>,
+    /// GPU caps by group, `group = N`: a member of any of these groups gets the largest of
+    /// their groups' caps instead of `max_gpus_per_user`. Default: none.
+    pub max_gpus_per_group: std::collections::BTreeMap<String, u32>,
+    /// Seconds a client has to send a hub request's whole body (form or JSON), counted from
+    /// its request head; past it the request is answered 408 and the connection closed, so a
+    /// slow sender cannot hold a connection. Default: 30.
+    pub request_body_timeout_secs: u64,
+}
+
+impl HubSection {
+    /// The per-user limits these keys set.
+    pub fn user_limits(&self) -> super::servers::UserLimits {
+        let unless_zero = |n: usize| (n > 0).then_some(n);
+        super::servers::UserLimits {
+            named_servers: unless_zero(self.named_server_limit_per_user),
+            running_servers: unless_zero(self.max_servers_per_user),
+            gpus: self.max_gpus_per_user,
+            gpus_by_group: self.max_gpus_per_group.clone(),
+        }
+    }
 }
 
 impl Default for HubSection {
@@ -133,6 +163,11 @@ impl Default for HubSection {
             servers_api_url: None,
             cull_interval_secs: 60,
             poll_interval_secs: 10,
+            named_server_limit_per_user: 5,
+            max_servers_per_user: 3,
+            max_gpus_per_user: None,
+            max_gpus_per_group: std::collections::BTreeMap::new(),
+            request_body_timeout_secs: 30,
         }
     }
 }
@@ -153,7 +188,8 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySection {
     /// Seconds a client connection may take to send a request head (bounds keep-alive idle
-    /// time too). Default: 30.
+    /// time too); an HTTP/2 connection with no request in flight for this long is closed.
+    /// Default: 30.
     pub header_timeout_secs: u64,
     /// Seconds to wait for a TCP connection to a notebook server before answering 503.
     /// Default: 5.
@@ -163,6 +199,11 @@ pub struct ProxySection {
     pub proxy_timeout_secs: u64,
     /// Largest request line plus headers, in bytes; larger requests get 431. Default: 65536.
     pub max_header_bytes: usize,
+    /// Most client connections open at once on each listener, WebSockets included. Past it
+    /// gantry stops accepting: new connections wait in the kernel's listen backlog until one
+    /// closes. Keep the process's file-descriptor limit above twice this (each proxied
+    /// connection also holds one to its server). Default: 10000.
+    pub max_connections: usize,
     /// Addresses or networks (CIDR) of load balancers in front of gantry, whose
     /// `X-Forwarded-*` headers are trusted. Default: none.
     pub trusted_downstream: Vec<String>,
@@ -179,6 +220,7 @@ impl Default for ProxySection {
             upstream_connect_timeout_secs: 5,
             proxy_timeout_secs: 300,
             max_header_bytes: 64 * 1024,
+            max_connections: crate::server::DEFAULT_MAX_CONNECTIONS,
             trusted_downstream: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -198,7 +240,8 @@ pub struct AuthSection {
     /// `[auth.oidc.<id>]`: OpenID Connect providers, one login button each. The id (1 to 32
     /// of `a-z`, `0-9`, `-`) appears in the callback URL. Default: none.
     pub oidc: BTreeMap<String, OidcSection>,
-    /// `[auth.limits]`: login attempts allowed per account and per client address.
+    /// `[auth.limits]`: login attempts allowed per account and per client address, and the
+    /// work logins may cause at once.
     pub limits: LimitsSection,
 }
 
@@ -261,7 +304,7 @@ pub enum Signup {
     Open,
 }
 
-/// `[auth.limits]`: see [`LoginLimits`].
+/// `[auth.limits]`: the rates of [`LoginLimits`] and the caps of [`LoginCaps`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
@@ -273,16 +316,59 @@ pub struct LimitsSection {
     pub address_per_minute: u32,
     /// Attempts one address may make at once. Default: 20.
     pub address_burst: u32,
+    /// Password hashes (login checks and sign-ups, about 19 MiB each) computed at once.
+    /// Default: one per CPU core.
+    pub password_hash_workers: Option<usize>,
+    /// Logins and sign-ups that may wait for a hashing worker; past it they are answered 503
+    /// with `Retry-After` at once. Default: 64.
+    pub password_hash_queue: usize,
+    /// OpenID Connect logins in flight (sent to the provider, not yet back) per provider;
+    /// past it new ones are answered 503 with `Retry-After` and none in flight is dropped.
+    /// Default: 10000.
+    pub oidc_logins_in_flight: usize,
+    /// OpenID Connect logins in flight from one client address (IPv6: one /64), all providers
+    /// together; past it that address gets 429 with `Retry-After`. Default: 100.
+    pub oidc_logins_in_flight_per_address: usize,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         let d = LoginLimits::default();
+        let caps = LoginCaps::default();
         Self {
             account_per_minute: d.account_per_minute,
             account_burst: d.account_burst,
             address_per_minute: d.address_per_minute,
             address_burst: d.address_burst,
+            password_hash_workers: caps.hash_workers,
+            password_hash_queue: caps.hash_queue,
+            oidc_logins_in_flight: caps.oidc_in_flight,
+            oidc_logins_in_flight_per_address: caps.oidc_in_flight_per_address,
+        }
+    }
+}
+
+/// How much work logins may cause at once, from `[auth.limits]`. Past a cap a login is
+/// refused at once (503 or 429 with `Retry-After`); nothing admitted earlier is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginCaps {
+    /// Password hashes computed at once; `None`: one per CPU core.
+    pub hash_workers: Option<usize>,
+    /// Logins and sign-ups waiting for a hashing worker.
+    pub hash_queue: usize,
+    /// OpenID Connect logins in flight per provider.
+    pub oidc_in_flight: usize,
+    /// OpenID Connect logins in flight per client address (IPv6: one /64).
+    pub oidc_in_flight_per_address: usize,
+}
+
+impl Default for LoginCaps {
+    fn default() -> Self {
+        Self {
+            hash_workers: None,
+            hash_queue: 64,
+            oidc_in_flight: 10_000,
+            oidc_in_flight_per_address: 100,
         }
     }
 }
@@ -409,6 +495,8 @@ pub struct HubConfig {
     pub local: LocalSection,
     /// Login rate limits.
     pub limits: LoginLimits,
+    /// Caps on the work logins cause at once.
+    pub login_caps: LoginCaps,
     /// The OpenID Connect providers, by id.
     pub oidc: Vec<OidcEntry>,
     /// `[proxy]` as written.
@@ -565,6 +653,13 @@ impl FileConfig {
                 "give a number of seconds, at least 1; the default is 10",
             );
         }
+        if hub.request_body_timeout_secs == 0 {
+            problem(
+                "hub.request_body_timeout_secs",
+                "is 0, which refuses every request with a body".to_owned(),
+                "give a number of seconds, at least 1; the default is 30",
+            );
+        }
         if hub.max_concurrent_spawns == 0 {
             problem(
                 "hub.max_concurrent_spawns",
@@ -632,6 +727,13 @@ impl FileConfig {
                 "allow at least 1024 bytes; the default is 65536",
             );
         }
+        if proxy.max_connections == 0 {
+            problem(
+                "proxy.max_connections",
+                "is 0, which accepts no connection".to_owned(),
+                "allow at least 1; the default is 10000",
+            );
+        }
         let mut trusted_downstream = Vec::new();
         for (i, text) in proxy.trusted_downstream.iter().enumerate() {
             match parse_net(text) {
@@ -665,6 +767,34 @@ impl FileConfig {
             ("auth.limits.account_burst", limits.account_burst),
             ("auth.limits.address_per_minute", limits.address_per_minute),
             ("auth.limits.address_burst", limits.address_burst),
+        ] {
+            if value == 0 {
+                problem(
+                    key,
+                    "is 0, which refuses every login".to_owned(),
+                    "set at least 1, or remove it for the default",
+                );
+            }
+        }
+        let login_caps = LoginCaps {
+            hash_workers: auth.limits.password_hash_workers,
+            hash_queue: auth.limits.password_hash_queue,
+            oidc_in_flight: auth.limits.oidc_logins_in_flight,
+            oidc_in_flight_per_address: auth.limits.oidc_logins_in_flight_per_address,
+        };
+        for (key, value) in [
+            (
+                "auth.limits.password_hash_workers",
+                login_caps.hash_workers.unwrap_or(1),
+            ),
+            (
+                "auth.limits.oidc_logins_in_flight",
+                login_caps.oidc_in_flight,
+            ),
+            (
+                "auth.limits.oidc_logins_in_flight_per_address",
+                login_caps.oidc_in_flight_per_address,
+            ),
         ] {
             if value == 0 {
                 problem(
@@ -771,6 +901,7 @@ impl FileConfig {
                 name_policy,
                 local: auth.local,
                 limits,
+                login_caps,
                 oidc,
                 proxy,
                 trusted_downstream,

@@ -192,17 +192,19 @@ impl Hub {
                 retry_after_secs: retry.seconds(),
             });
         }
+        // A place among the password checks before anything else: a saturated hub answers
+        // 503 at once, without a lookup.
+        let admission = self.hashing.admit()?;
         let user = self.store.user_by_name(&name).await?;
         let hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let passwords = self.passwords.clone();
         let password_owned = password.to_owned();
-        // argon2 takes tens of milliseconds of CPU: off the async workers.
-        let verified = tokio::task::spawn_blocking(move || match hash {
-            Some(hash) => passwords.verify(&password_owned, &hash).unwrap_or(false),
-            None => passwords.verify_absent(&password_owned),
-        })
-        .await
-        .map_err(|e| HubError::Internal(format!("password check panicked: {e}")))?;
+        let verified = admission
+            .run(move || match hash {
+                Some(hash) => passwords.verify(&password_owned, &hash).unwrap_or(false),
+                None => passwords.verify_absent(&password_owned),
+            })
+            .await?;
         let Some(user) = user.filter(|_| verified) else {
             tracing::info!(user = %name.as_str(), %address, "local login refused: wrong name or password");
             return self.login_form(
@@ -222,11 +224,19 @@ impl Hub {
         }
         if let Some(hash) = &user.password_hash
             && self.passwords.needs_rehash(hash)
-            && let Ok(new_hash) = self.passwords.hash(password)
         {
-            self.store
-                .set_password_hash(user.id, Some(&new_hash))
-                .await?;
+            // In the pool like every hash; a busy pool skips it until the next login.
+            let passwords = self.passwords.clone();
+            let password_owned = password.to_owned();
+            if let Ok(Ok(new_hash)) = self
+                .hashing
+                .run(move || passwords.hash(&password_owned))
+                .await
+            {
+                self.store
+                    .set_password_hash(user.id, Some(&new_hash))
+                    .await?;
+            }
         }
         tracing::info!(user = %user.name.as_str(), %address, "local login");
         self.start_session(&parts.headers, &user, next, Vec::new())
@@ -329,9 +339,10 @@ impl Hub {
         }
         let passwords = self.passwords.clone();
         let password_owned = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || passwords.hash(&password_owned))
-            .await
-            .map_err(|e| HubError::Internal(format!("password hashing panicked: {e}")))?;
+        let hash = self
+            .hashing
+            .run(move || passwords.hash(&password_owned))
+            .await?;
         let hash = match hash {
             Ok(hash) => hash,
             Err(error) => return refuse(format!("This password cannot be used: {error}.")),
@@ -411,9 +422,7 @@ impl Hub {
         };
         self.store.delete_session(&secret).await?;
         // The notebook logins made through this hub end with it.
-        self.store
-            .revoke_tokens_noted(session.user.id, super::oauth::OAUTH_NOTE_PREFIX)
-            .await?;
+        self.store.revoke_oauth_tokens(session.user.id).await?;
         self.callers.forget(super::callers::Kind::Session, &secret);
         self.credentials_changed(session.user.id).await;
         tracing::info!(user = %session.user.name.as_str(), "logout");
@@ -541,23 +550,35 @@ impl Hub {
     ) -> Result<Response<ResponseBody>, HubError> {
         let servers = self.servers()?;
         let identity = self.identity_of(&session.user).await?;
+        // The limits are checked for the server named in the form (the default one until a
+        // valid name is typed), as the start will check them.
+        let target = ServerName::new(server.trim()).unwrap_or_default();
         let mut profiles: Vec<ProfileChoice> = servers
             .profiles_for(&identity)
             .map(|p| {
                 let available = p
                     .gpus
                     .and_then(|want| Some((want, servers.gpu_availability(want.shared)?)));
+                let refused = servers
+                    .limit_refusal(&identity, &target, p)
+                    .map(|why| format!("Not now: {why}"));
                 ProfileChoice {
                     id: p.id.as_str().to_owned(),
                     name: p.display_name.clone(),
                     description: p.description.clone(),
                     resources: describe_resources(p),
                     gpus: available.map(|(_, a)| format!("GPU: {} of {} free", a.free, a.total)),
-                    unavailable: available.and_then(|(want, a)| gpu_shortage(want.count, a)),
+                    unavailable: refused
+                        .or_else(|| available.and_then(|(want, a)| gpu_shortage(want.count, a))),
                     checked: false,
                 }
             })
             .collect();
+        let limits = describe_limits(
+            servers.limits(),
+            &servers.usage_of(&identity.user),
+            &identity,
+        );
         let selectable: Vec<(&str, bool)> = profiles
             .iter()
             .map(|p| (p.id.as_str(), p.unavailable.is_none()))
@@ -572,6 +593,7 @@ impl Hub {
                 xsrf: CsrfToken::for_session(secret).as_str().to_owned(),
                 server,
                 profiles,
+                limits,
             }),
         ))
     }
@@ -641,22 +663,44 @@ impl Hub {
             Ok(found) => found,
             Err(redirect) => return Ok(redirect),
         };
-        let server = Form::query(request.uri())
-            .get("server")
-            .unwrap_or("")
-            .to_owned();
-        let name = session.user.name.as_str();
-        let progress_url = if server.is_empty() {
+        // Only a valid server name of the caller's own servers, or for an admin (anyone who
+        // may act as the user) the named user's: the page's URLs are built here from parsed
+        // names, never from the query's text.
+        let query = Form::query(request.uri());
+        let server =
+            ServerName::new(query.get("server").unwrap_or("")).map_err(|_| HubError::NotFound)?;
+        let owner = match query.get("user") {
+            None => session.user.clone(),
+            Some(name) => {
+                let caller = Caller::Session {
+                    session: session.clone(),
+                    secret: secret.clone(),
+                };
+                self.target_user(&caller, name).await?
+            }
+        };
+        let key = ServerKey {
+            user: owner.name.as_str().to_owned(),
+            server: server.clone(),
+        };
+        let segment = |text: &str| -> String {
+            percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        };
+        let name = segment(&key.user);
+        let progress_url = if server.is_default() {
             format!("/hub/api/users/{name}/server/progress")
         } else {
-            format!("/hub/api/users/{name}/servers/{server}/progress")
+            format!("/hub/api/users/{name}/servers/{}/progress", server.as_str())
         };
         Ok(response::html(
             StatusCode::OK,
             pages::render(&PendingPage {
                 xsrf: CsrfToken::for_session(&secret).as_str().to_owned(),
-                server,
+                server: server.as_str().to_owned(),
+                owner: (owner.id != session.user.id).then(|| key.user.clone()),
                 progress_url,
+                server_url: format!("{}/", server_prefix(&key)),
             }),
         ))
     }
@@ -677,6 +721,28 @@ impl Hub {
         self.stop_for(caller.user(), &key).await?;
         Ok(response::redirect(HOME))
     }
+}
+
+/// The spawn page's line on the user's limits: what they hold of each limit that is set.
+fn describe_limits(
+    limits: &super::servers::UserLimits,
+    usage: &super::servers::Usage,
+    identity: &gantry_spawner::Identity,
+) -> Vec<String> {
+    let mut line = Vec::new();
+    if let Some(limit) = limits.running_servers {
+        line.push(format!(
+            "{} of {limit} servers running",
+            usage.running.len()
+        ));
+    }
+    if let Some(limit) = limits.named_servers {
+        line.push(format!("{} of {limit} named servers", usage.named.len()));
+    }
+    if let Some((limit, _)) = limits.gpu_cap(identity) {
+        line.push(format!("{} of {limit} GPUs in use", usage.gpus));
+    }
+    line
 }
 
 /// The cookie that remembers the profile this browser last started a server with, so that the

@@ -118,3 +118,80 @@ impl HubMetrics {
         String::from_utf8_lossy(&buffer).into_owned()
     }
 }
+
+/// The hub's resource caps at work: requests refused by a cap, and the gauges they bound.
+/// Gauges are set when the metrics are read.
+#[derive(Clone, Debug)]
+pub struct CapMetrics {
+    registry: Registry,
+    /// Requests refused by a cap, by which (`password_hashing`, `oidc_logins`,
+    /// `oidc_logins_per_address`, `body_timeout`).
+    pub refused: prometheus::IntCounterVec,
+    /// Password hashes running now.
+    pub hashes_running: IntGauge,
+    /// Logins and sign-ups waiting for a hashing worker now.
+    pub hashes_waiting: IntGauge,
+    /// OpenID Connect logins in flight now, all providers together.
+    pub oidc_logins_in_flight: IntGauge,
+}
+
+impl Default for CapMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CapMetrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let refused = prometheus::IntCounterVec::new(
+            Opts::new(
+                "gantry_hub_capped_total",
+                "Hub requests refused by a resource cap, by cap.",
+            ),
+            &["cap"],
+        )
+        .expect("static metric definition");
+        let hashes_running = IntGauge::with_opts(Opts::new(
+            "gantry_password_hashes_running",
+            "Password hashes being computed now.",
+        ))
+        .expect("static metric definition");
+        let hashes_waiting = IntGauge::with_opts(Opts::new(
+            "gantry_password_hashes_waiting",
+            "Logins and sign-ups waiting for a password hashing worker now.",
+        ))
+        .expect("static metric definition");
+        let oidc_logins_in_flight = IntGauge::with_opts(Opts::new(
+            "gantry_oidc_logins_in_flight",
+            "OpenID Connect logins sent to a provider and not yet back.",
+        ))
+        .expect("static metric definition");
+        for metric in [
+            Box::new(refused.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(hashes_running.clone()),
+            Box::new(hashes_waiting.clone()),
+            Box::new(oidc_logins_in_flight.clone()),
+        ] {
+            registry
+                .register(metric)
+                .expect("each metric is registered once");
+        }
+        Self {
+            registry,
+            refused,
+            hashes_running,
+            hashes_waiting,
+            oidc_logins_in_flight,
+        }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding gathered metrics into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}

@@ -15,6 +15,7 @@ pub mod front;
 mod admin;
 mod api;
 pub mod callers;
+mod hashing;
 pub mod identities;
 mod login;
 pub mod metrics;
@@ -68,9 +69,13 @@ pub struct Hub {
     config: HubConfig,
     store: Store,
     passwords: Passwords,
+    /// Where every password hash runs: a few at once, a short queue, refusals past it.
+    hashing: hashing::HashPool,
     limiter: LoginLimiter,
     providers: Vec<Provider>,
     pending: oidc::PendingLogins,
+    /// Requests refused by the caps above, and their gauges.
+    cap_metrics: metrics::CapMetrics,
     cookies: CookiePolicy,
     home: SafeRedirect,
     /// Sessions and tokens resolved from memory, and the tunnels they opened.
@@ -157,6 +162,17 @@ impl Hub {
         let passwords = Passwords::new(gantry_auth::PasswordParams::default())
             .map_err(HubSetupError::Passwords)?;
         let limiter = LoginLimiter::new(config.limits)?;
+        let caps = config.login_caps;
+        // One hash per core unless configured: argon2 is CPU-bound, so more at once only
+        // adds memory.
+        let workers = caps.hash_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let hashing = hashing::HashPool::new(workers, caps.hash_queue);
+        let pending = oidc::PendingLogins::new(oidc::PendingLimits {
+            in_flight: caps.oidc_in_flight,
+            per_address: caps.oidc_in_flight_per_address,
+        });
         let cookies = CookiePolicy {
             https: config.https,
         };
@@ -167,9 +183,11 @@ impl Hub {
             config,
             store,
             passwords,
+            hashing,
             limiter,
             providers,
-            pending: oidc::PendingLogins::default(),
+            pending,
+            cap_metrics: metrics::CapMetrics::new(),
             cookies,
             home,
             callers,
@@ -210,6 +228,12 @@ impl Hub {
                 metrics.render()
             })
             .unwrap_or_default();
+        let caps = &self.cap_metrics;
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        caps.hashes_running.set(gauge(self.hashing.running()));
+        caps.hashes_waiting.set(gauge(self.hashing.waiting()));
+        caps.oidc_logins_in_flight.set(gauge(self.pending.len()));
+        text.push_str(&caps.render());
         if let Some(proxy) = &self.proxy_metrics {
             text.push_str(&proxy.render());
         }
@@ -235,7 +259,7 @@ impl Hub {
     #[must_use]
     pub fn with_servers(mut self, servers: Arc<servers::Servers>, api_url: String) -> Self {
         for key in servers.keys() {
-            self.oauth.register(&key);
+            self.oauth.adopt(&key);
         }
         self.servers = Some(servers);
         self.servers_api_url = Some(api_url);
@@ -270,9 +294,15 @@ impl Hub {
     ) -> Response<ResponseBody> {
         let accept_json = request::wants_json(request.headers(), request.uri().path());
         let client = self.client_ip(request.headers(), conn);
-        let mut response = match CLIENT.scope(client, self.route(request, conn)).await {
+        let body_timeout =
+            std::time::Duration::from_secs(self.config.hub.request_body_timeout_secs);
+        let answer = request::with_body_deadline(body_timeout, self.route(request, conn));
+        let mut response = match CLIENT.scope(client, answer).await {
             Ok(response) => response,
-            Err(error) => error.into_response(accept_json),
+            Err(error) => {
+                self.count_capped(&error);
+                error.into_response(accept_json)
+            }
         };
         // jupyterhub-singleuser compares this with its own version and warns on a mismatch.
         response.headers_mut().insert(
@@ -280,6 +310,18 @@ impl Hub {
             http::HeaderValue::from_static(JUPYTERHUB_API_VERSION),
         );
         response
+    }
+
+    /// Counts a refusal by one of the hub's resource caps.
+    fn count_capped(&self, error: &HubError) {
+        let cap = match error {
+            HubError::HashingBusy(hashing::HashError::Busy { .. }) => "password_hashing",
+            HubError::OidcLoginsFull { .. } => "oidc_logins",
+            HubError::OidcLoginsFromAddress { .. } => "oidc_logins_per_address",
+            HubError::BodyTimeout { .. } => "body_timeout",
+            _ => return,
+        };
+        self.cap_metrics.refused.with_label_values(&[cap]).inc();
     }
 
     async fn route(
@@ -529,30 +571,24 @@ impl Hub {
         match servers.reconcile().await {
             Ok(report) => {
                 for key in &report.adopted {
-                    self.oauth.register(key);
+                    self.oauth.adopt(key);
                 }
                 // A dead server's credentials die with it: its next start mints new ones.
                 for key in &report.died {
-                    self.oauth.unregister(key);
                     let user = match UserName::parse(&key.user, self.config.name_policy) {
                         Ok(name) => self.store.user_by_name(&name).await,
                         Err(_) => Ok(None),
                     };
                     let revoked = match user {
-                        Ok(Some(user)) => {
-                            let revoked = self
-                                .store
-                                .revoke_tokens_noted(user.id, &oauth::server_token_note(key))
-                                .await
-                                .map(|_| ());
-                            self.credentials_changed(user.id).await;
-                            revoked
+                        Ok(Some(user)) => self.revoke_server_credentials(user.id, key).await,
+                        Ok(None) => {
+                            self.oauth.unregister(key);
+                            Ok(())
                         }
-                        Ok(None) => Ok(()),
-                        Err(error) => Err(error),
+                        Err(error) => Err(error.into()),
                     };
                     if let Err(error) = revoked {
-                        tracing::warn!(user = %key.user, %error, "cannot revoke the dead server's token");
+                        tracing::warn!(user = %key.user, %error, "cannot revoke the dead server's credentials");
                     }
                 }
             }

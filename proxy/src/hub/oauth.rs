@@ -1,9 +1,10 @@
 //! The hub side of JupyterHub's single-user OAuth, so stock images (`jupyterhub-singleuser`)
 //! work with gantry unchanged. The contract (shared/reference/ecosystem-and-hub-api.md §1.5):
 //!
-//! - every server is an OAuth client: `client_id` `jupyterhub-user-<name>[-<server>]`, the
-//!   server's own API token (`JUPYTERHUB_API_TOKEN`) as its secret, and one redirect URI,
-//!   `<prefix>oauth_callback`, matched exactly;
+//! - every server is an OAuth client: `client_id` `jupyterhub-user-<name>[-<server>]` (the
+//!   name escaped so ids are unique per server, see [`client_id`]), the server's own API token
+//!   (`JUPYTERHUB_API_TOKEN`) as its secret, and one redirect URI, `<prefix>oauth_callback`,
+//!   matched exactly;
 //! - `GET /hub/api/oauth2/authorize` needs a hub session with access to the server, and
 //!   answers with a single-use code (10 minutes) bound to the client, the redirect URI and
 //!   the PKCE challenge;
@@ -12,13 +13,15 @@
 //!   the one scope `access:servers!user=<owner>`.
 //!
 //! Clients are registered when a server starts or is adopted after a restart; codes live in
-//! memory (a restart mid-login means logging in again). The tokens are ordinary API tokens:
-//! logout ends them (`Store::revoke_tokens_noted`).
+//! memory (a restart mid-login means logging in again). The tokens are API tokens bound to
+//! their client ([`TokenBinding::OAuth`]): the visitor's logout ends theirs
+//! (`Store::revoke_oauth_tokens`), the server's stop ends every one issued through it
+//! (`Store::revoke_client_tokens`).
 
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use gantry_auth::store::NewToken;
+use gantry_auth::store::{NewToken, TokenBinding};
 use gantry_auth::{Action, Scope, Scopes, Secret, UserName, pkce_challenge_s256, safe_next};
 use gantry_spawner::ServerKey;
 use http::{Request, Response, StatusCode};
@@ -33,19 +36,42 @@ use super::servers::server_prefix;
 use super::{Caller, Hub};
 use crate::errors::ResponseBody;
 
+#[cfg(test)]
+mod tests;
+
 /// How long an authorization code may wait for its exchange.
 const CODE_LIFETIME: Duration = Duration::from_secs(600);
 /// Most codes outstanding at once; past it the oldest go.
 const MAX_CODES: usize = 10_000;
-/// The note prefix of access tokens issued here, so logout can find them.
-pub(super) const OAUTH_NOTE_PREFIX: &str = "oauth: ";
-/// The note of a server's own API token.
+/// The note of a server's own API token: for people reading a token list; the hub finds the
+/// token by its binding ([`TokenBinding::Server`]).
 pub(super) fn server_token_note(key: &ServerKey) -> String {
     format!("server token: {}/{}", key.user, key.server.as_str())
 }
 
-/// JupyterHub's client id of a server.
+/// A server's OAuth client id, in JupyterHub's layout: `jupyterhub-user-<user>` for the
+/// default server, `jupyterhub-user-<user>-<server>` for a named one. The user name is
+/// percent-encoded except for ASCII letters, digits, `_`, `.` and `~`, so it holds no `-` and
+/// the first `-` after the prefix always ends it: ids are unique per (user, server) (user
+/// `alice-x`'s default server and alice's server `x` no longer share one), and they are
+/// valid cookie names (`jupyterhub-singleuser` names its cookie after its client id). Server
+/// names are slugs already. Names of ASCII letters, digits, `_` and `.` keep JupyterHub's ids.
 pub(super) fn client_id(key: &ServerKey) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let user = percent_encoding::utf8_percent_encode(&key.user, KEEP);
+    if key.server.is_default() {
+        format!("jupyterhub-user-{user}")
+    } else {
+        format!("jupyterhub-user-{user}-{}", key.server.as_str())
+    }
+}
+
+/// The client id releases before 0.2 gave a server, unescaped: what a server adopted after
+/// the upgrade still presents. It may collide; see [`OAuthState::adopt`].
+fn legacy_client_id(key: &ServerKey) -> String {
     if key.server.is_default() {
         format!("jupyterhub-user-{}", key.user)
     } else {
@@ -80,11 +106,35 @@ impl OAuthState {
         self.clients.insert(client_id(key), key.clone());
     }
 
-    /// Forgets `key`'s client and its codes.
+    /// Registers a server found running after a restart: under its client id, and under the
+    /// unescaped id an older release gave it (what it still presents), unless another server
+    /// holds that id. A wrong pick there can only refuse a login: the token exchange checks
+    /// the client's secret, the server's own token.
+    pub(super) fn adopt(&self, key: &ServerKey) {
+        self.register(key);
+        let legacy = legacy_client_id(key);
+        if legacy != client_id(key) {
+            self.clients.entry(legacy).or_insert_with(|| key.clone());
+        }
+    }
+
+    /// Forgets `key`'s client (both its ids) and its codes.
     pub(super) fn unregister(&self, key: &ServerKey) {
-        let id = client_id(key);
-        self.clients.remove(&id);
-        self.codes.retain(|_, code| code.client_id != id);
+        for id in [client_id(key), legacy_client_id(key)] {
+            if self.clients.remove_if(&id, |_, k| k == key).is_some() {
+                self.codes.retain(|_, code| code.client_id != id);
+            }
+        }
+    }
+
+    /// The client ids `key`'s server may have issued tokens under.
+    pub(super) fn ids_of(key: &ServerKey) -> Vec<String> {
+        let mut ids = vec![client_id(key)];
+        let legacy = legacy_client_id(key);
+        if legacy != ids[0] {
+            ids.push(legacy);
+        }
+        ids
     }
 
     fn prune(&self) {
@@ -217,7 +267,8 @@ impl Hub {
         let now = Timestamp::now();
         let authenticated = match secret {
             Some(secret) => self.store.token(&secret, now).await?.is_some_and(|auth| {
-                auth.user.name.as_str() == key.user && auth.token.note == server_token_note(&key)
+                auth.user.name.as_str() == key.user
+                    && auth.token.binding == TokenBinding::Server(key.server.as_str().to_owned())
             }),
             None => false,
         };
@@ -246,11 +297,25 @@ impl Hub {
         }
         let owner =
             UserName::parse(&key.user, self.config.name_policy).map_err(|_| HubError::NotFound)?;
+        // The token carries no more than the visitor holds now: rights can change (an admin
+        // flag removed, the account gone) between the authorization and the exchange.
+        let scopes = Scopes::new([Scope::AccessServers(owner.clone())]);
+        let visitor = self.store.user(code.visitor).await?;
+        let allowed = visitor.is_some_and(|visitor| {
+            scopes.grantable_by(gantry_auth::Owner {
+                name: &visitor.name,
+                admin: visitor.admin,
+            })
+        });
+        if !allowed {
+            return refuse("the visitor may no longer use this server");
+        }
         let lifetime = SignedDuration::try_from(self.config.session_lifetime)
             .map_err(|e| HubError::Internal(e.to_string()))?;
         let new = NewToken {
-            scopes: Scopes::new([Scope::AccessServers(owner.clone())]),
-            note: format!("{OAUTH_NOTE_PREFIX}{client}"),
+            scopes,
+            note: format!("oauth: {client}"),
+            binding: TokenBinding::OAuth(client.to_owned()),
             expires: Some(
                 now.checked_add(lifetime)
                     .map_err(|e| HubError::Internal(e.to_string()))?,

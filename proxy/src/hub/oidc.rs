@@ -4,86 +4,23 @@
 //! the random value in the browser's OpenID cookie: the callback must come back to the same
 //! browser that started the login (a login CSRF defence on top of `state`), and the PKCE
 //! verifier and nonce never leave the server. Logins in flight do not survive a restart;
-//! the user starts again. At most [`MAX_PENDING`] are kept, each for
-//! [`cookies::FLOW_MAX_AGE_SECS`].
+//! the user starts again. How many are kept, and why a flood cannot push out anyone else's,
+//! is in [`pending`].
 
-use std::time::{Duration, Instant};
+mod pending;
 
-use dashmap::DashMap;
-use gantry_auth::{
-    CallbackParams, OidcError, PendingLogin, SafeRedirect, Secret, SecretHash, UnixIds, safe_next,
-};
+use std::time::Instant;
+
+use gantry_auth::{CallbackParams, OidcError, Secret, SecretHash, UnixIds, safe_next};
 use http::{Request, Response};
 use hyper::body::Incoming;
-use subtle::ConstantTimeEq;
 
 use super::request::Form;
 use super::response::{self, HubError};
 use super::{Hub, cookies};
 use crate::errors::ResponseBody;
 
-/// Most logins in flight kept at once; past it the oldest are dropped.
-const MAX_PENDING: usize = 10_000;
-
-/// One login in flight.
-#[derive(Debug)]
-struct Pending {
-    provider: String,
-    login: PendingLogin,
-    next: SafeRedirect,
-    browser: SecretHash,
-    started: Instant,
-}
-
-/// The logins in flight, by `state`.
-#[derive(Debug, Default)]
-pub(super) struct PendingLogins(DashMap<String, Pending>);
-
-impl PendingLogins {
-    fn lifetime() -> Duration {
-        Duration::from_secs(cookies::FLOW_MAX_AGE_SECS.unsigned_abs())
-    }
-
-    /// Drops expired logins, then the oldest while over [`MAX_PENDING`].
-    pub(super) fn prune(&self, now: Instant) {
-        self.0
-            .retain(|_, p| now.duration_since(p.started) < Self::lifetime());
-        while self.0.len() >= MAX_PENDING {
-            let oldest = self
-                .0
-                .iter()
-                .min_by_key(|entry| entry.started)
-                .map(|entry| entry.key().clone());
-            match oldest {
-                Some(state) => {
-                    self.0.remove(&state);
-                }
-                None => break,
-            }
-        }
-    }
-
-    fn insert(&self, pending: Pending) {
-        self.prune(Instant::now());
-        self.0.insert(pending.login.state().to_owned(), pending);
-    }
-
-    /// Takes the login for `state` (one use only) if it is live and was started by the
-    /// browser holding `browser`.
-    fn take(&self, state: &str, browser: Option<&str>) -> Option<Pending> {
-        let (_, pending) = self.0.remove(state)?;
-        let fresh = pending.started.elapsed() < Self::lifetime();
-        let same_browser = browser.is_some_and(|value| {
-            bool::from(
-                SecretHash::of(value)
-                    .as_str()
-                    .as_bytes()
-                    .ct_eq(pending.browser.as_str().as_bytes()),
-            )
-        });
-        (fresh && same_browser).then_some(pending)
-    }
-}
+pub(super) use pending::{PendingLimits, PendingLogins};
 
 impl Hub {
     /// `GET /hub/oidc/<id>/login`: sends the browser to the provider.
@@ -102,20 +39,30 @@ impl Hub {
             &self.home,
         );
         let (url, login) = provider.provider.begin_login()?;
-        // One browser value per login, so parallel logins in two tabs do not trip each other.
-        let browser = Secret::generate().map_err(|e| HubError::Internal(e.to_string()))?;
-        self.pending.insert(Pending {
-            provider: provider.id.clone(),
+        // The browser's OpenID cookie, kept when it has one: its logins are one per provider,
+        // a new one replacing its own previous one (never another browser's).
+        let browser = match self.cookies.get(request.headers(), cookies::OIDC) {
+            Some(value) if gantry_auth::secret::well_formed(&value) => value,
+            _ => Secret::generate()
+                .map_err(|e| HubError::Internal(e.to_string()))?
+                .expose()
+                .to_owned(),
+        };
+        let address = super::CLIENT
+            .try_with(|client| *client)
+            .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        self.pending.insert(
+            &provider.id,
             login,
             next,
-            browser: browser.hash(),
-            started: Instant::now(),
-        });
-        let set = self.cookies.set(
-            cookies::OIDC,
-            browser.expose(),
-            Some(cookies::FLOW_MAX_AGE_SECS),
-        );
+            SecretHash::of(&browser),
+            address,
+            Instant::now(),
+        )?;
+        // Set again each time, so the cookie lives as long as the newest login.
+        let set = self
+            .cookies
+            .set(cookies::OIDC, &browser, Some(cookies::FLOW_MAX_AGE_SECS));
         Ok(Self::with_cookies(response::redirect(url.as_str()), &[set]))
     }
 

@@ -75,6 +75,8 @@ pub(super) struct SpawnPage {
     pub(super) xsrf: String,
     pub(super) server: String,
     pub(super) profiles: Vec<ProfileChoice>,
+    /// What the user holds against their limits, one phrase per limit that is set.
+    pub(super) limits: Vec<String>,
 }
 
 #[derive(Template)]
@@ -82,7 +84,12 @@ pub(super) struct SpawnPage {
 pub(super) struct PendingPage {
     pub(super) xsrf: String,
     pub(super) server: String,
+    /// The server's owner when it is not the viewer's (an admin watching); the page then
+    /// offers no Cancel, which stops the viewer's own servers.
+    pub(super) owner: Option<String>,
     pub(super) progress_url: String,
+    /// Where the page goes when the server is ready: its prefix, built by the hub.
+    pub(super) server_url: String,
 }
 
 /// One row of the token page.

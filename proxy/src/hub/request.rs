@@ -1,18 +1,40 @@
-//! Reading hub requests: bodies with a size limit, forms, queries, the `Authorization` header.
+//! Reading hub requests: bodies with a size limit and a deadline, forms, queries, the
+//! `Authorization` header.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 use url::form_urlencoded;
 
 use super::response::HubError;
 
 /// Largest form or JSON body the hub reads, in bytes.
 pub(super) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// When a body must have arrived, for a request read outside [`with_body_deadline`]
+/// (`hub.request_body_timeout_secs`'s default).
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+tokio::task_local! {
+    /// When the body of the hub request being answered must be complete, and the timeout it
+    /// came from (for the message); set once per request by [`with_body_deadline`].
+    static BODY_DEADLINE: (Instant, Duration);
+}
+
+/// Runs `answer` (one hub request's handling) with its body due `timeout` from now: every
+/// [`read_body`] in it fails with 408 past that instant, however the body trickles in.
+pub(super) async fn with_body_deadline<F: Future>(timeout: Duration, answer: F) -> F::Output {
+    BODY_DEADLINE
+        .scope((Instant::now() + timeout, timeout), answer)
+        .await
+}
 
 /// Whether the answer should be JSON: API paths always, others when `Accept` prefers it.
 pub(super) fn wants_json(headers: &HeaderMap, path: &str) -> bool {
@@ -57,11 +79,19 @@ pub(super) fn authorization_token(headers: &HeaderMap) -> Result<Option<&str>, H
     }
 }
 
-/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`].
+/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] (413) and a body still
+/// incomplete at the request's deadline (408; see [`with_body_deadline`]). Refused early,
+/// the rest of the body is never read, so the connection closes after the answer.
 pub(super) async fn read_body(body: Incoming) -> Result<Bytes, HubError> {
-    Limited::new(body, MAX_BODY_BYTES)
-        .collect()
+    let (deadline, timeout) = BODY_DEADLINE
+        .try_with(|due| *due)
+        .unwrap_or_else(|_| (Instant::now() + DEFAULT_BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT));
+    let collected = tokio::time::timeout_at(deadline, Limited::new(body, MAX_BODY_BYTES).collect())
         .await
+        .map_err(|_elapsed| HubError::BodyTimeout {
+            secs: timeout.as_secs(),
+        })?;
+    collected
         .map(|collected| collected.to_bytes())
         .map_err(|error| {
             if error.is::<http_body_util::LengthLimitError>() {

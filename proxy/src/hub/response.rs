@@ -48,6 +48,39 @@ pub(super) enum HubError {
     /// the reason and the fix for the person logging in.
     #[error("OpenID login refused: {0}")]
     LoginRefused(String),
+    /// 408: the request body did not arrive within `hub.request_body_timeout_secs`.
+    #[error("the request body did not arrive within {secs} s")]
+    BodyTimeout {
+        /// The deadline, in seconds.
+        secs: u64,
+    },
+    /// 503 with `Retry-After`: password hashing is saturated (`[auth.limits]`
+    /// `password_hash_workers` and `password_hash_queue`).
+    #[error(transparent)]
+    HashingBusy(#[from] super::hashing::HashError),
+    /// 503 with `Retry-After`: a provider has `oidc_logins_in_flight` logins in flight.
+    #[error(
+        "{in_flight} OpenID logins in flight with {provider} (auth.limits.oidc_logins_in_flight)"
+    )]
+    OidcLoginsFull {
+        /// The provider's id.
+        provider: String,
+        /// The cap.
+        in_flight: usize,
+        /// Seconds until the oldest login in flight expires.
+        retry_after_secs: u64,
+    },
+    /// 429 with `Retry-After`: this client address has
+    /// `oidc_logins_in_flight_per_address` logins in flight.
+    #[error(
+        "{in_flight} OpenID logins in flight from this address (auth.limits.oidc_logins_in_flight_per_address)"
+    )]
+    OidcLoginsFromAddress {
+        /// The cap.
+        in_flight: usize,
+        /// Seconds until this address's oldest login in flight expires.
+        retry_after_secs: u64,
+    },
     /// A failed OpenID Connect login; client faults are 400, the provider's are 502.
     #[error(transparent)]
     Oidc(#[from] gantry_auth::OidcError),
@@ -71,7 +104,15 @@ impl HubError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyAttempts { .. } | Self::TooManyLookups => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyAttempts { .. }
+            | Self::TooManyLookups
+            | Self::OidcLoginsFromAddress { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::HashingBusy(super::hashing::HashError::Busy { .. })
+            | Self::OidcLoginsFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::HashingBusy(super::hashing::HashError::Failed(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             Self::Oidc(error) => error.status(),
             Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -92,6 +133,11 @@ impl HubError {
                 format!("Too many login attempts; try again in {retry_after_secs} seconds.")
             }
             Self::TooManyLookups => "Too many requests with unknown credentials from this address; try again in a second.".to_owned(),
+            Self::BodyTimeout { secs } => format!("The request body did not arrive within {secs} seconds; send it again."),
+            Self::HashingBusy(super::hashing::HashError::Busy { .. }) => "Too many logins are being checked at this moment; try again in a second.".to_owned(),
+            Self::OidcLoginsFull { retry_after_secs, .. } => format!("Too many logins with this provider are in progress; try again in {retry_after_secs} seconds."),
+            Self::OidcLoginsFromAddress { retry_after_secs, .. } => format!("Too many logins in progress from your network address; finish one, or try again in {retry_after_secs} seconds."),
+            Self::HashingBusy(super::hashing::HashError::Failed(_)) => "Internal error; the administrator can find the cause in gantry's log.".to_owned(),
             Self::Oidc(error) if error.is_client_error() => {
                 "The login could not be completed; start again from the login page.".to_owned()
             }
@@ -117,18 +163,23 @@ impl HubError {
         } else {
             html(status, pages::error_page(status, &message))
         };
-        match self {
-            Self::TooManyAttempts { retry_after_secs } => {
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        let retry_after = match self {
+            Self::TooManyAttempts { retry_after_secs }
+            | Self::OidcLoginsFull {
+                retry_after_secs, ..
             }
-            Self::TooManyLookups => {
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(1u64));
+            | Self::OidcLoginsFromAddress {
+                retry_after_secs, ..
+            } => Some(retry_after_secs),
+            Self::TooManyLookups | Self::HashingBusy(super::hashing::HashError::Busy { .. }) => {
+                Some(1)
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

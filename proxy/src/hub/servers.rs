@@ -9,6 +9,12 @@
 //! Starts run as tasks of their own: the request that asked for one returns at once (202) and
 //! the page follows the progress over Server-Sent Events. At most `max_concurrent_spawns` run
 //! at once; past that a start is answered 429 with `Retry-After`.
+//!
+//! A start first [claims](Servers::claim) its server: from then until the server is ready or
+//! has failed, every other start of it finds this one in flight, so the credentials the hub
+//! mints between the claim and [`Claim::launch`] are the ones the running server holds. The
+//! claim is also where the per-user limits ([`UserLimits`]) are checked, one claim at a time,
+//! so racing starts cannot each see room for one more.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -25,7 +31,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use jiff::Timestamp;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::errors::ResponseBody;
 use crate::gate::RouteOwner;
@@ -144,6 +150,12 @@ pub enum ServerError {
     /// The server name is not valid.
     #[error("invalid server name: {0}")]
     BadName(String),
+    /// A per-user limit refuses the start.
+    #[error(transparent)]
+    Limit(#[from] LimitExceeded),
+    /// A stop came between the claim and the launch.
+    #[error("the start was cancelled")]
+    Cancelled,
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] SpawnError),
@@ -178,6 +190,10 @@ pub struct Servers {
     base_env: BTreeMap<String, String>,
     /// Spawn durations and failures.
     metrics: super::metrics::HubMetrics,
+    /// What one user may hold at once.
+    limits: UserLimits,
+    /// Held while a start checks the limits and claims its server.
+    claims: Mutex<()>,
 }
 
 impl std::fmt::Debug for Servers {
@@ -217,7 +233,71 @@ impl Servers {
             spawns: Arc::new(Semaphore::new(max_concurrent_spawns.max(1))),
             base_env,
             metrics: super::metrics::HubMetrics::new(),
+            limits: UserLimits::default(),
+            claims: Mutex::new(()),
         }
+    }
+
+    /// These servers with `limits` on what one user may hold.
+    #[must_use]
+    pub fn with_limits(mut self, limits: UserLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The per-user limits.
+    pub fn limits(&self) -> &UserLimits {
+        &self.limits
+    }
+
+    /// What `user` holds now: the servers starting or running, and the failed named ones
+    /// (they keep their name until stopped).
+    pub fn usage_of(&self, user: &str) -> Usage {
+        let mut usage = Usage::default();
+        for entry in self.entries.iter().filter(|e| e.key().user == user) {
+            let active = matches!(entry.phase(), Phase::Starting | Phase::Ready { .. });
+            if !entry.key().server.is_default() {
+                usage.named.insert(entry.key().server.clone());
+            }
+            if active {
+                usage.running.insert(entry.key().server.clone());
+                let profile = self.profiles.get(&entry.profile);
+                usage.gpus = usage
+                    .gpus
+                    .saturating_add(profile.map_or(0, |p| self.gpus_of(p)));
+            }
+        }
+        usage
+    }
+
+    /// How many GPUs a start of `profile` takes: its count, or for `gpus = "all"` the devices
+    /// the backend has (unknown counts as more than any cap).
+    pub fn gpus_of(&self, profile: &Profile) -> u32 {
+        match profile.gpus.map(|g| g.count) {
+            None => 0,
+            Some(gantry_spawner::gpu::GpuCount::Exactly(n)) => n.get(),
+            Some(gantry_spawner::gpu::GpuCount::All) => {
+                let shared = profile.gpus.is_some_and(|g| g.shared);
+                self.gpu_availability(shared)
+                    .and_then(|a| u32::try_from(a.total).ok())
+                    .unwrap_or(u32::MAX)
+            }
+        }
+    }
+
+    /// Why `identity` could not start `server` with `profile` now under the per-user limits;
+    /// `None` when it could. The spawn page asks before the user clicks; [`Servers::claim`]
+    /// asks again, under the claim lock.
+    pub fn limit_refusal(
+        &self,
+        identity: &Identity,
+        server: &ServerName,
+        profile: &Profile,
+    ) -> Option<LimitExceeded> {
+        let usage = self.usage_of(&identity.user);
+        self.limits
+            .check(&usage, identity, server, self.gpus_of(profile))
+            .err()
     }
 
     /// The hub's metrics, with the present-tense gauges set from the servers now.
@@ -356,7 +436,10 @@ impl Servers {
             if !died {
                 continue;
             }
-            entry.version.send_modify(|v| *v += 1);
+            entry.push(json!({
+                "progress": 100, "failed": true, "stopped": true,
+                "message": format!("The server stopped: {message}"),
+            }));
             tracing::warn!(user = %key.user, server = %key.server.as_str(), %message, "server died");
             if let Err(error) = self.spawner.stop(&key).await {
                 tracing::warn!(user = %key.user, error = %crate::errors::error_chain(&error), "cannot clean up the dead server");
@@ -545,13 +628,14 @@ impl Servers {
         }
     }
 
-    /// Starts `identity`'s server `server` with `profile` (the only profile when `None`).
-    /// Returns at once; the start runs as a task and reports through [`Servers::progress`].
+    /// Starts `identity`'s server `server` with `profile` (the only profile when `None`):
+    /// [`Servers::claim`] then [`Claim::launch`], for a start that needs no credentials minted
+    /// in between. Returns at once; the start runs as a task and reports through
+    /// [`Servers::progress`].
     ///
     /// # Errors
     ///
-    /// [`ServerError`] when the profile is unknown or not allowed, the server is stopping,
-    /// or too many starts run already.
+    /// As [`Servers::claim`].
     pub fn start(
         self: &Arc<Self>,
         identity: Identity,
@@ -559,28 +643,53 @@ impl Servers {
         profile: Option<&str>,
         extra_env: BTreeMap<String, String>,
     ) -> Result<StartOutcome, ServerError> {
+        match self.claim(identity, server, profile)? {
+            Claimed::Found(outcome) => Ok(outcome),
+            Claimed::Mine(claim) => claim.launch(extra_env).map(|()| StartOutcome::Pending),
+        }
+    }
+
+    /// Claims `identity`'s server `server` for a start with `profile` (the only profile when
+    /// `None`). Exactly one of racing claims gets [`Claimed::Mine`]; the others, and any
+    /// claim until that start has ended, find it ([`Claimed::Found`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError`] when the profile is unknown or not allowed, a per-user limit refuses
+    /// ([`ServerError::Limit`]), the server is stopping, or too many starts run already.
+    pub fn claim(
+        self: &Arc<Self>,
+        identity: Identity,
+        server: ServerName,
+        profile: Option<&str>,
+    ) -> Result<Claimed, ServerError> {
         let profile = self.choose_profile(&identity, profile)?.clone();
         let key = ServerKey {
             user: identity.user.clone(),
             server: server.clone(),
         };
+        // One claim at a time: the limits count every claim made before this one.
+        let _claiming = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = self.entries.get(&key) {
             match entry.phase() {
-                Phase::Ready { .. } => return Ok(StartOutcome::AlreadyRunning),
-                Phase::Starting => return Ok(StartOutcome::Pending),
+                Phase::Ready { .. } => return Ok(Claimed::Found(StartOutcome::AlreadyRunning)),
+                Phase::Starting => return Ok(Claimed::Found(StartOutcome::Pending)),
                 Phase::Stopping => return Err(ServerError::Busy("stopping")),
                 Phase::Failed { .. } => {}
             }
+        }
+        if let Some(refused) = self.limit_refusal(&identity, &server, &profile) {
+            tracing::info!(user = %key.user, server = %key.server.as_str(), limit = %refused, "start refused by a per-user limit");
+            return Err(refused.into());
         }
         let permit = Arc::clone(&self.spawns)
             .try_acquire_owned()
             .map_err(|_| ServerError::TooManySpawns)?;
         let entry = Arc::new(Entry::new(profile.id.clone()));
-        // Only one start per server: a racing request finds this entry and waits on it.
         match self.entries.entry(key.clone()) {
             dashmap::Entry::Occupied(mut occupied) => {
                 if !matches!(occupied.get().phase(), Phase::Failed { .. }) {
-                    return Ok(StartOutcome::Pending);
+                    return Ok(Claimed::Found(StartOutcome::Pending));
                 }
                 occupied.insert(Arc::clone(&entry));
             }
@@ -588,33 +697,14 @@ impl Servers {
                 vacant.insert(Arc::clone(&entry));
             }
         }
-        let mut env = self.base_env.clone();
-        env.extend(extra_env);
-        let prefix = format!("{}/", server_prefix(&key));
-        env.insert("JUPYTERHUB_USER".into(), key.user.clone());
-        env.insert(
-            "JUPYTERHUB_SERVER_NAME".into(),
-            key.server.as_str().to_owned(),
-        );
-        env.insert("JUPYTERHUB_SERVICE_PREFIX".into(), prefix.clone());
-        env.insert("JUPYTERHUB_BASE_URL".into(), "/".into());
-        let request = SpawnRequest {
+        Ok(Claimed::Mine(Box::new(Claim {
+            servers: Arc::clone(self),
+            key,
+            entry,
             identity,
-            server,
-            profile: profile.clone(),
-            env,
-        };
-        let servers = Arc::clone(self);
-        let task_entry = Arc::clone(&entry);
-        let task = tokio::spawn(async move {
-            let _permit = permit;
-            servers.run_start(key, request, task_entry, prefix).await;
-        });
-        *entry
-            .start_task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
-        Ok(StartOutcome::Pending)
+            profile,
+            permit: Some(permit),
+        })))
     }
 
     fn choose_profile<'a>(
@@ -725,8 +815,18 @@ impl Servers {
     pub async fn stop(&self, key: &ServerKey) -> Result<(), ServerError> {
         let entry = self.entries.get(key).map(|e| Arc::clone(e.value()));
         if let Some(entry) = &entry {
-            match entry.phase() {
-                Phase::Stopping => return Err(ServerError::Busy("stopping")),
+            // The phase turns to stopping under its lock before the start task is taken, so
+            // a launch either stored its task first (and it is aborted here) or sees the stop
+            // and does not start (see `Claim::launch`).
+            let was = {
+                let mut phase = entry.phase.lock().unwrap_or_else(PoisonError::into_inner);
+                std::mem::replace(&mut *phase, Phase::Stopping)
+            };
+            match was {
+                Phase::Stopping => {
+                    *entry.phase.lock().unwrap_or_else(PoisonError::into_inner) = was;
+                    return Err(ServerError::Busy("stopping"));
+                }
                 Phase::Starting => {
                     let task = entry
                         .start_task
@@ -742,22 +842,32 @@ impl Servers {
                         "message": "The start was cancelled",
                     }));
                 }
-                Phase::Ready { .. } | Phase::Failed { .. } => {}
+                Phase::Ready { .. } | Phase::Failed { .. } => {
+                    entry.version.send_modify(|v| *v += 1);
+                }
             }
-            entry.set_phase(Phase::Stopping);
         }
         self.unroute(key);
         let result = self.spawner.stop(key).await;
         match &result {
             Ok(()) => {
-                self.entries.remove(key);
+                // Only this entry goes: a start claimed after the stop keeps its own.
+                self.entries.remove_if(key, |_, e| {
+                    entry.as_ref().is_some_and(|ours| Arc::ptr_eq(e, ours))
+                });
+                if let Some(entry) = &entry {
+                    // Whoever still follows this server's progress learns it has ended.
+                    entry.push(json!({
+                        "progress": 100, "stopped": true, "message": "The server was stopped",
+                    }));
+                }
                 tracing::info!(user = %key.user, server = %key.server.as_str(), "server stopped");
             }
             Err(error) => {
                 if let Some(entry) = entry {
-                    entry.set_phase(Phase::Failed {
-                        message: format!("stopping failed: {}", crate::errors::error_chain(error)),
-                    });
+                    let message = format!("stopping failed: {}", crate::errors::error_chain(error));
+                    entry.push(json!({"progress": 100, "failed": true, "message": message}));
+                    entry.set_phase(Phase::Failed { message });
                 }
             }
         }
@@ -766,7 +876,8 @@ impl Servers {
 
     /// The progress of `key`'s current start as a Server-Sent Events body in JupyterHub's
     /// shape (`data: {"progress": …, "message": …}`), ending after the `ready` or `failed`
-    /// event. `None` when the hub knows no such server.
+    /// event, or the `stopped` one when the server is stopped (or dies) while it is followed.
+    /// `None` when the hub knows no such server.
     pub fn progress(&self, key: &ServerKey) -> Option<ResponseBody> {
         let entry = Arc::clone(self.entries.get(key)?.value());
         let state = (entry, 0_usize, false);
@@ -778,9 +889,7 @@ impl Servers {
             loop {
                 let events = entry.events_from(index);
                 if !events.is_empty() {
-                    let finished = events
-                        .iter()
-                        .any(|e| e["ready"] == true || e["failed"] == true);
+                    let finished = events.iter().any(is_final);
                     let mut text = String::new();
                     for event in &events {
                         text.push_str("data: ");
@@ -823,6 +932,236 @@ impl Servers {
     /// backend's book says ([`Spawner::gpu_availability`]); `None` when it keeps none.
     pub fn gpu_availability(&self, shared: bool) -> Option<gantry_spawner::gpu::GpuAvailability> {
         self.spawner.gpu_availability(shared)
+    }
+}
+
+/// Whether a progress event is a stream's last: the server is ready, failed, or stopped.
+fn is_final(event: &Value) -> bool {
+    event["ready"] == true || event["failed"] == true || event["stopped"] == true
+}
+
+/// What [`Servers::claim`] found.
+pub enum Claimed {
+    /// The server is this start's: mint its credentials, then [`Claim::launch`].
+    Mine(Box<Claim>),
+    /// Nothing for this start to do: the server answers, or another start of it is under way.
+    Found(StartOutcome),
+}
+
+/// A start that holds its server: made by [`Servers::claim`], launched by [`Claim::launch`].
+/// Dropped without being launched (minting its token failed, say), the server is marked
+/// failed, so the next start can claim it again.
+pub struct Claim {
+    servers: Arc<Servers>,
+    key: ServerKey,
+    entry: Arc<Entry>,
+    identity: Identity,
+    profile: Profile,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("key", &self.key)
+            .field("profile", &self.profile.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Claim {
+    /// The server claimed.
+    pub fn key(&self) -> &ServerKey {
+        &self.key
+    }
+
+    /// Starts the claimed server with `extra_env` on top of the hub's, as a task that reports
+    /// through [`Servers::progress`].
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Cancelled`] when the server was stopped since the claim: nothing starts.
+    pub fn launch(mut self, extra_env: BTreeMap<String, String>) -> Result<(), ServerError> {
+        let servers = Arc::clone(&self.servers);
+        let key = self.key.clone();
+        let mut env = servers.base_env.clone();
+        env.extend(extra_env);
+        let prefix = format!("{}/", server_prefix(&key));
+        env.insert("JUPYTERHUB_USER".into(), key.user.clone());
+        env.insert(
+            "JUPYTERHUB_SERVER_NAME".into(),
+            key.server.as_str().to_owned(),
+        );
+        env.insert("JUPYTERHUB_SERVICE_PREFIX".into(), prefix.clone());
+        env.insert("JUPYTERHUB_BASE_URL".into(), "/".into());
+        let request = SpawnRequest {
+            identity: self.identity.clone(),
+            server: key.server.clone(),
+            profile: self.profile.clone(),
+            env,
+        };
+        let entry = Arc::clone(&self.entry);
+        // Under the phase lock, so a stop either finds the task stored (and aborts it) or has
+        // already turned the phase to stopping (and nothing starts).
+        let phase = entry.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        let ours = servers
+            .entries
+            .get(&key)
+            .is_some_and(|e| Arc::ptr_eq(e.value(), &entry));
+        if *phase != Phase::Starting || !ours {
+            drop(phase);
+            return Err(ServerError::Cancelled);
+        }
+        let permit = self.permit.take();
+        let task_entry = Arc::clone(&entry);
+        let task_servers = Arc::clone(&servers);
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            task_servers
+                .run_start(key, request, task_entry, prefix)
+                .await;
+        });
+        *entry
+            .start_task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
+        drop(phase);
+        Ok(())
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.permit.is_none() {
+            return; // launched
+        }
+        let message = "the start was abandoned before it began".to_owned();
+        let event = json!({"progress": 100, "failed": true, "message": message.clone()});
+        let entry = &self.entry;
+        entry.finish_start(Phase::Failed { message }, || {
+            entry.push(event);
+            true
+        });
+    }
+}
+
+/// Per-user limits on servers (the `hub.*_per_user` keys), checked when a start claims its
+/// server and shown on the spawn page before the user picks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserLimits {
+    /// Most named servers a user may have, starting, running or failed (JupyterHub's
+    /// `named_server_limit_per_user`); `None`: no limit.
+    pub named_servers: Option<usize>,
+    /// Most servers a user may have starting or running at once, the default one included;
+    /// `None`: no limit.
+    pub running_servers: Option<usize>,
+    /// Most GPUs across a user's starting and running servers; `None`: no limit.
+    pub gpus: Option<u32>,
+    /// GPU caps by group: a member of any of these groups gets the largest of their groups'
+    /// caps instead of `gpus`.
+    pub gpus_by_group: BTreeMap<String, u32>,
+}
+
+/// What one user holds now ([`Servers::usage_of`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Named servers the hub knows (starting, running or failed).
+    pub named: std::collections::BTreeSet<ServerName>,
+    /// Servers starting or running, the default one included.
+    pub running: std::collections::BTreeSet<ServerName>,
+    /// GPUs those servers' profiles take.
+    pub gpus: u32,
+}
+
+/// A per-user limit that refuses a start: names the limit, its value and what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    /// `hub.named_server_limit_per_user`.
+    #[error(
+        "you have {limit} named servers, the most allowed (hub.named_server_limit_per_user = {limit}); stop one before creating another"
+    )]
+    NamedServers {
+        /// The limit.
+        limit: usize,
+    },
+    /// `hub.max_servers_per_user`.
+    #[error(
+        "you have {limit} servers starting or running, the most allowed (hub.max_servers_per_user = {limit}); stop one first"
+    )]
+    RunningServers {
+        /// The limit.
+        limit: usize,
+    },
+    /// `hub.max_gpus_per_user` or a group's cap.
+    #[error(
+        "this profile takes {wanted} GPU(s) and your servers hold {held}, over your cap of {limit} ({source_key}); stop a GPU server or pick a smaller profile"
+    )]
+    Gpus {
+        /// GPUs the profile takes.
+        wanted: u32,
+        /// GPUs the user's servers hold.
+        held: u32,
+        /// The cap.
+        limit: u32,
+        /// Where the cap comes from: `hub.max_gpus_per_user` or `hub.max_gpus_per_group.<group>`.
+        source_key: String,
+    },
+}
+
+impl UserLimits {
+    /// The GPU cap of `identity` and the key it comes from; `None`: no cap.
+    pub fn gpu_cap(&self, identity: &Identity) -> Option<(u32, String)> {
+        let by_group = identity
+            .groups
+            .iter()
+            .filter_map(|g| self.gpus_by_group.get(g).map(|cap| (*cap, g)))
+            .max_by_key(|(cap, _)| *cap);
+        match by_group {
+            Some((cap, group)) => Some((cap, format!("hub.max_gpus_per_group.{group}"))),
+            None => self
+                .gpus
+                .map(|cap| (cap, "hub.max_gpus_per_user".to_owned())),
+        }
+    }
+
+    /// Whether one more start of `server`, taking `gpus` GPUs, fits beside `usage`. Pure:
+    /// the table tests and the spawn page use it as the claim does.
+    ///
+    /// # Errors
+    ///
+    /// The first limit it would break.
+    pub fn check(
+        &self,
+        usage: &Usage,
+        identity: &Identity,
+        server: &ServerName,
+        gpus: u32,
+    ) -> Result<(), LimitExceeded> {
+        if let Some(limit) = self.named_servers
+            && !server.is_default()
+            && !usage.named.contains(server)
+            && usage.named.len() >= limit
+        {
+            return Err(LimitExceeded::NamedServers { limit });
+        }
+        if let Some(limit) = self.running_servers
+            && !usage.running.contains(server)
+            && usage.running.len() >= limit
+        {
+            return Err(LimitExceeded::RunningServers { limit });
+        }
+        if gpus > 0
+            && let Some((limit, source_key)) = self.gpu_cap(identity)
+            && usage.gpus.saturating_add(gpus) > limit
+        {
+            return Err(LimitExceeded::Gpus {
+                wanted: gpus,
+                held: usage.gpus,
+                limit,
+                source_key,
+            });
+        }
+        Ok(())
     }
 }
 

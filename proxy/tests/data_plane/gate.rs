@@ -99,6 +99,7 @@ impl GatedProxy {
             max_header_bytes: config.max_header_bytes,
             header_timeout: config.header_timeout,
             shutdown_grace: config.shutdown_grace,
+            max_connections: config.max_connections,
             tls,
         };
         let proxy = Proxy::new(Arc::clone(&table), config, metrics.clone())

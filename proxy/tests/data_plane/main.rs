@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod api;
+mod caps;
 mod failures;
 mod forwarding;
 mod gate;
 mod shutdown;
 mod support;
+mod targets;
 mod tls;
 mod websocket;

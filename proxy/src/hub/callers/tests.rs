@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use gantry_auth::store::{NewToken, NewUser, User};
+use gantry_auth::store::{NewToken, NewUser, TokenBinding, User};
 use gantry_auth::{NamePolicy, Scope, Scopes, Store, StoreOptions, UserName};
 use jiff::{SignedDuration, Timestamp};
 use tempfile::TempDir;
@@ -106,6 +106,7 @@ async fn tokens_resolve_with_their_scopes_and_never_beyond_them() {
         scopes: Scopes::new([Scope::AccessServers(alice.name.clone())]),
         note: "test".into(),
         expires: None,
+        binding: TokenBinding::Api,
     };
     let (token, _) = store
         .create_token(alice.id, &new, Timestamp::now())

@@ -255,3 +255,61 @@ fn mesos_needs_a_servers_api_url() {
         Some(SocketAddr::from(([10, 1, 2, 3], 8081)))
     );
 }
+
+#[test]
+fn resource_caps_have_defaults_and_refuse_zero() {
+    let config = FileConfig::parse("").unwrap().validate().unwrap();
+    assert_eq!(config.hub.request_body_timeout_secs, 30);
+    assert_eq!(config.proxy.max_connections, 10_000);
+    assert_eq!(config.login_caps, LoginCaps::default());
+    assert_eq!(config.login_caps.hash_workers, None, "one per core");
+    assert_eq!(config.login_caps.hash_queue, 64);
+    assert_eq!(config.login_caps.oidc_in_flight, 10_000);
+    assert_eq!(config.login_caps.oidc_in_flight_per_address, 100);
+
+    let config = FileConfig::parse(
+        "[hub]\nrequest_body_timeout_secs = 5\n[proxy]\nmax_connections = 7\n\
+         [auth.limits]\npassword_hash_workers = 2\npassword_hash_queue = 0\n\
+         oidc_logins_in_flight = 9\noidc_logins_in_flight_per_address = 3\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(config.hub.request_body_timeout_secs, 5);
+    assert_eq!(config.proxy.max_connections, 7);
+    assert_eq!(
+        config.login_caps,
+        LoginCaps {
+            hash_workers: Some(2),
+            hash_queue: 0,
+            oidc_in_flight: 9,
+            oidc_in_flight_per_address: 3,
+        }
+    );
+
+    let found = problems(
+        "[hub]\nrequest_body_timeout_secs = 0\n[proxy]\nmax_connections = 0\n\
+         [auth.limits]\npassword_hash_workers = 0\noidc_logins_in_flight = 0\n\
+         oidc_logins_in_flight_per_address = 0\n",
+    );
+    for key in [
+        "hub.request_body_timeout_secs:",
+        "proxy.max_connections:",
+        "auth.limits.password_hash_workers:",
+        "auth.limits.oidc_logins_in_flight:",
+        "auth.limits.oidc_logins_in_flight_per_address:",
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with(key) && p.contains("(fix: ")),
+            "{key} not in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), 5, "{found:#?}");
+    // A typo in the new keys is refused like any other.
+    let error = FileConfig::parse("[auth.limits]\npassword_hash_queues = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("password_hash_queues"), "{error}");
+}
