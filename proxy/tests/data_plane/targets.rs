@@ -129,6 +129,7 @@ async fn proxy_with_dns(dns: FakeDns) -> (SocketAddr, Arc<RouteTable>) {
         max_header_bytes: config.max_header_bytes,
         header_timeout: config.header_timeout,
         shutdown_grace: config.shutdown_grace,
+        max_connections: config.max_connections,
         tls: None,
     };
     let proxy = Proxy::new(Arc::clone(&table), config, Metrics::new())
