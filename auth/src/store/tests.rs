@@ -1582,3 +1582,47 @@ async fn migration_to_identities(store: Store) {
         ["old-sub"]
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever the names (prefixes of each other, separators, the default server's empty
+    /// name), each (user, server) has its own server token, and revoking any of them leaves
+    /// every other one working. On SQLite; the deterministic tests above cover PostgreSQL.
+    #[test]
+    fn server_tokens_of_distinct_servers_never_touch(
+        pairs in proptest::collection::btree_set(("[ab]{1,2}", "[x/._-]{0,3}"), 1..8),
+        revoke in proptest::collection::vec(proptest::bool::ANY, 8),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (store, _dir) = sqlite(i64::MAX).await;
+            let mut users = std::collections::BTreeMap::new();
+            let mut tokens = Vec::new();
+            for (user, server_name) in &pairs {
+                if !users.contains_key(user) {
+                    let created = store.create_user(&new_user(user), at(0)).await.unwrap();
+                    users.insert(user.clone(), created.id);
+                }
+                let (secret, _) = store
+                    .create_token(users[user], &token_for(server(server_name), "n"), at(0))
+                    .await
+                    .unwrap();
+                tokens.push(secret);
+            }
+            for ((user, server_name), gone) in pairs.iter().zip(&revoke) {
+                if *gone {
+                    assert!(store.revoke_server_token(users[user], server_name).await.unwrap());
+                }
+            }
+            for (((user, server_name), gone), secret) in pairs.iter().zip(&revoke).zip(tokens) {
+                let found = store.token(secret.expose(), at(1)).await.unwrap();
+                assert_eq!(found.is_some(), !gone, "{user}/{server_name} among {pairs:?}");
+                if let Some(found) = found {
+                    assert_eq!(found.token.binding, server(server_name));
+                    assert_eq!(found.user.id, users[user]);
+                }
+            }
+        });
+    }
+}
