@@ -346,3 +346,90 @@ fn single(headers: &HeaderMap, name: HeaderName) -> Single<'_> {
         (Some(_), Some(_)) => Single::Invalid,
     }
 }
+
+/// The origins whose pages may use a session cookie for a WebSocket or a state-changing
+/// request to a user's server through the gate (the front tier's cross-site defence for the
+/// apps behind it, which need not check `Origin` themselves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateOrigins {
+    /// Our public origin.
+    pub ours: PublicOrigin,
+    /// Whether the request's own `Host` also counts as ours: when no public URL is
+    /// configured, so that gantry reached by another name of its host keeps working.
+    pub host_is_ours: bool,
+    /// Further origins the operator trusts (`hub.allowed_origins`).
+    pub allowed: Vec<PublicOrigin>,
+}
+
+/// Why a cookie-authenticated request through the gate was refused as cross-origin. Every
+/// variant is a 403 for the client.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CrossOrigin {
+    /// `Origin` names another origin.
+    #[error("the request comes from the page origin {0}, which is not this hub's")]
+    Foreign(String),
+    /// `Origin: null` (a sandboxed frame, a `data:` page, a redirect across origins).
+    #[error("the request comes from an opaque origin (Origin: null)")]
+    Opaque,
+    /// Several `Origin` headers, or one that is not an origin.
+    #[error("the request's Origin header is malformed")]
+    Malformed,
+    /// No `Origin`, and `Sec-Fetch-Site: cross-site`.
+    #[error("the request comes from another site (Sec-Fetch-Site: cross-site)")]
+    CrossSite,
+}
+
+/// Whether a cookie-authenticated WebSocket upgrade or state-changing request through the
+/// gate comes from a page of ours. The caller applies it only to such requests: token
+/// requests (`Authorization`, which no browser attaches on its own) and safe methods other
+/// than upgrades do not need it.
+///
+/// `Origin`, which browsers send on every WebSocket handshake and every cross-origin or
+/// non-GET fetch, must be our origin, the request's `Host` under
+/// [`GateOrigins::host_is_ours`], or one of [`GateOrigins::allowed`]. Without `Origin` (not
+/// a browser page: a script, a command-line client) the request passes unless
+/// `Sec-Fetch-Site` says `cross-site`.
+///
+/// # Errors
+///
+/// [`CrossOrigin`] saying which rule the request broke.
+pub fn check_gate_origin(headers: &HeaderMap, origins: &GateOrigins) -> Result<(), CrossOrigin> {
+    let value = match single(headers, ORIGIN) {
+        Single::Absent => {
+            let cross_site = headers.get_all(SEC_FETCH_SITE).iter().any(|value| {
+                value
+                    .as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"cross-site")
+            });
+            return if cross_site {
+                Err(CrossOrigin::CrossSite)
+            } else {
+                Ok(())
+            };
+        }
+        Single::Invalid => return Err(CrossOrigin::Malformed),
+        Single::One(value) => value,
+    };
+    if value.trim() == "null" {
+        return Err(CrossOrigin::Opaque);
+    }
+    let origin = PublicOrigin::parse(value).map_err(|_| CrossOrigin::Malformed)?;
+    if origin == origins.ours || origins.allowed.contains(&origin) {
+        return Ok(());
+    }
+    if origins.host_is_ours && origin_of_host(headers, &origin).is_some_and(|own| own == origin) {
+        return Ok(());
+    }
+    Err(CrossOrigin::Foreign(origin.as_str().to_owned()))
+}
+
+/// The origin the request's one `Host` header names, with the scheme of `origin` (the
+/// scheme is not in `Host`; one port serves one scheme).
+fn origin_of_host(headers: &HeaderMap, origin: &PublicOrigin) -> Option<PublicOrigin> {
+    let Single::One(host) = single(headers, http::header::HOST) else {
+        return None;
+    };
+    let scheme = origin.as_str().split_once("://")?.0;
+    PublicOrigin::parse(&format!("{scheme}://{host}")).ok()
+}

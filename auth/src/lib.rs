@@ -23,7 +23,7 @@ pub mod scope;
 pub mod secret;
 pub mod store;
 
-pub use csrf::{CsrfRejection, CsrfToken, PublicOrigin};
+pub use csrf::{CrossOrigin, CsrfRejection, CsrfToken, GateOrigins, PublicOrigin};
 pub use names::{NameError, NamePolicy, UserName};
 pub use oidc::{
     CallbackParams, IdTokenError, OidcConfig, OidcConfigError, OidcError, OidcIdentity,

@@ -239,3 +239,73 @@ proptest! {
         prop_assert_eq!(result.is_ok(), presented == token().as_str());
     }
 }
+
+fn gate(host_is_ours: bool) -> GateOrigins {
+    GateOrigins {
+        ours: ours(),
+        host_is_ours,
+        allowed: vec![PublicOrigin::parse("https://lab.example.com").unwrap()],
+    }
+}
+
+#[test]
+fn the_gate_takes_cookie_requests_only_from_our_pages() {
+    let decide = |pairs: &[(&str, &str)]| check_gate_origin(&headers(pairs), &gate(false));
+    // Our origin, in any spelling PublicOrigin normalises, and the allowed one.
+    for origin in [
+        "https://hub.example.com",
+        "HTTPS://Hub.Example.com:443",
+        "https://lab.example.com",
+    ] {
+        assert_eq!(decide(&[("origin", origin)]), Ok(()), "{origin}");
+    }
+    // Other origins: another site, a sibling subdomain, another port or scheme of our host.
+    for origin in [
+        "http://evil.example",
+        "https://notebooks.example.com",
+        "https://hub.example.com:8443",
+        "http://hub.example.com",
+    ] {
+        assert!(
+            matches!(decide(&[("origin", origin)]), Err(CrossOrigin::Foreign(_))),
+            "{origin}"
+        );
+    }
+    assert_eq!(decide(&[("origin", "null")]), Err(CrossOrigin::Opaque));
+    for bad in ["hub.example.com", "https://hub.example.com/path", "file://"] {
+        assert_eq!(
+            decide(&[("origin", bad)]),
+            Err(CrossOrigin::Malformed),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        decide(&[
+            ("origin", "https://hub.example.com"),
+            ("origin", "http://evil.example")
+        ]),
+        Err(CrossOrigin::Malformed)
+    );
+    // No Origin: not a browser page, unless Fetch Metadata says it is another site's.
+    assert_eq!(decide(&[]), Ok(()));
+    assert_eq!(decide(&[("sec-fetch-site", "same-site")]), Ok(()));
+    assert_eq!(
+        decide(&[("sec-fetch-site", "Cross-Site")]),
+        Err(CrossOrigin::CrossSite)
+    );
+    // The Host header counts only when no public URL is configured.
+    let from_lan = [
+        ("origin", "http://10.1.2.3:8000"),
+        ("host", "10.1.2.3:8000"),
+    ];
+    assert!(decide(&from_lan).is_err());
+    assert_eq!(check_gate_origin(&headers(&from_lan), &gate(true)), Ok(()));
+    let other_port = [
+        ("origin", "http://10.1.2.3:9000"),
+        ("host", "10.1.2.3:8000"),
+    ];
+    assert!(matches!(
+        check_gate_origin(&headers(&other_port), &gate(true)),
+        Err(CrossOrigin::Foreign(_))
+    ));
+}

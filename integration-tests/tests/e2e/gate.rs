@@ -14,7 +14,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// The bound the callers cache documents (`hub::callers::STALE_AFTER`), with room for a
 /// loaded CI machine to schedule the refresh: a correctness bound, not a benchmark.
@@ -59,7 +59,7 @@ async fn post_json(
         .await
 }
 
-async fn start_server(
+pub(crate) async fn start_server(
     gantry: &TestGantry,
     client: &Client,
     xsrf: &str,
@@ -93,7 +93,7 @@ async fn start_server(
     .with_context(|| gantry.log_text())
 }
 
-async fn token_of(
+pub(crate) async fn token_of(
     gantry: &TestGantry,
     client: &Client,
     xsrf: &str,
@@ -286,7 +286,10 @@ enum Credential {
 }
 
 /// Logs `user` in and returns the client, its CSRF token and the session cookie's value.
-async fn session_of(gantry: &TestGantry, user: &str) -> anyhow::Result<(Client, String, String)> {
+pub(crate) async fn session_of(
+    gantry: &TestGantry,
+    user: &str,
+) -> anyhow::Result<(Client, String, String)> {
     let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
     let client = Client::builder()
         .cookie_provider(std::sync::Arc::clone(&jar))
@@ -526,7 +529,7 @@ async fn ws_echo_server(listener: tokio::net::TcpListener) {
     }
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a WebSocket to `path` through gantry with one credential header.
@@ -535,17 +538,32 @@ async fn open_socket(
     path: &str,
     header: (&'static str, String),
 ) -> anyhow::Result<Socket> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://127.0.0.1:{}{path}", gantry.port()).into_client_request()?;
-    request.headers_mut().insert(header.0, header.1.parse()?);
-    let (socket, _) = tokio_tungstenite::connect_async(request)
+    open_socket_with(gantry, path, &[header])
         .await
-        .with_context(|| format!("WebSocket to {path}"))?;
+        .with_context(|| format!("WebSocket to {path}"))
+}
+
+/// Opens a WebSocket to `path` through gantry with `headers`; a refused handshake is the
+/// error (`tungstenite::Error::Http` carries the response).
+pub(crate) async fn open_socket_with(
+    gantry: &TestGantry,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> anyhow::Result<Socket, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut request = format!("ws://127.0.0.1:{}{path}", gantry.port()).into_client_request()?;
+    for (name, value) in headers {
+        let value = HeaderValue::from_str(value)
+            .map_err(|e| tokio_tungstenite::tungstenite::Error::HttpFormat(e.into()))?;
+        request.headers_mut().append(*name, value);
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
     Ok(socket)
 }
 
 /// Whether the socket still echoes.
-async fn echoes(socket: &mut Socket) -> bool {
+pub(crate) async fn echoes(socket: &mut Socket) -> bool {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     if socket.send(Message::text("ping")).await.is_err() {
@@ -573,32 +591,35 @@ async fn closed_within(socket: &mut Socket, bound: Duration) -> bool {
     .is_ok()
 }
 
-#[tokio::test]
-async fn each_tunnel_ends_with_the_credential_that_opened_it() -> anyhow::Result<()> {
+/// A started gantry (extra `[hub]` keys `hub_keys`, accounts `users` as (name, admin), all
+/// with [`PASSWORD`]) whose one profile, `tiny`, relays the server's port 8888 to a WebSocket
+/// echo server ([`ws_echo_server`]) the test runs on the network's gateway (the host address
+/// the server's JUPYTERHUB_API_URL names).
+pub(crate) async fn relay_gantry(
+    instance: &str,
+    hub_keys: &str,
+    users: &[(&str, bool)],
+) -> anyhow::Result<TestGantry> {
     let image = ensure_busybox_image()?;
-    let instance = format!("gt-tunnel-{}", std::process::id());
-    let _cleanup = DockerCleanup::new(&instance);
     let echo_port = gantry_integration_tests::free_port()?;
-    // The server relays its port 8888 to the test's echo server on the network's gateway
-    // (the host address its JUPYTERHUB_API_URL names).
     let script = format!(
         "gw=$(echo $JUPYTERHUB_API_URL | cut -d/ -f3 | cut -d: -f1) && \
          exec /bin/busybox nc -ll -p 8888 -e /bin/busybox nc $gw {echo_port}"
     );
     let mut gantry = TestGantry::new(&format!(
-        "[docker]\ninstance = \"{instance}\"\nnetwork = \"{instance}\"\n\
+        "{hub_keys}\n[docker]\ninstance = \"{instance}\"\nnetwork = \"{instance}\"\n\
          [profiles.tiny]\ndisplay_name = \"Tiny\"\ndescription = \"a relay\"\n\
          image = \"{image}\"\ncmd = [\"/bin/busybox\", \"sh\", \"-c\", \"{script}\"]\n"
     ))?;
-    gantry.add_user("root", PASSWORD, true)?;
-    gantry.add_user("ops", PASSWORD, true)?;
-    gantry.add_user("bob", PASSWORD, false)?;
+    for (name, admin) in users {
+        gantry.add_user(name, PASSWORD, *admin)?;
+    }
     gantry.start().await?;
     let gateway = std::process::Command::new("docker")
         .args([
             "network",
             "inspect",
-            &instance,
+            instance,
             "-f",
             "{{(index .IPAM.Config 0).Gateway}}",
         ])
@@ -608,6 +629,19 @@ async fn each_tunnel_ends_with_the_credential_that_opened_it() -> anyhow::Result
     ensure!(!gateway.is_empty(), "no gateway for the network {instance}");
     let listener = tokio::net::TcpListener::bind((gateway.as_str(), echo_port)).await?;
     tokio::spawn(ws_echo_server(listener));
+    Ok(gantry)
+}
+
+#[tokio::test]
+async fn each_tunnel_ends_with_the_credential_that_opened_it() -> anyhow::Result<()> {
+    let instance = format!("gt-tunnel-{}", std::process::id());
+    let _cleanup = DockerCleanup::new(&instance);
+    let gantry = relay_gantry(
+        &instance,
+        "",
+        &[("root", true), ("ops", true), ("bob", false)],
+    )
+    .await?;
 
     let (bob, bob_xsrf, bob_session) = session_of(&gantry, "bob").await?;
     start_server(&gantry, &bob, &bob_xsrf, "bob", "bob").await?;

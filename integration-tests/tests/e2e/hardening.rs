@@ -16,7 +16,11 @@ const PASSWORD: &str = "correct horse battery";
 
 /// A gantry whose `[hub]` gets `hub_keys`, with one profile `tiny`: busybox httpd, which as
 /// PID 1 ignores SIGTERM, so a stop takes the engine's grace period.
-fn test_gantry(instance: &str, image: &str, hub_keys: &str) -> anyhow::Result<TestGantry> {
+pub(crate) fn test_gantry(
+    instance: &str,
+    image: &str,
+    hub_keys: &str,
+) -> anyhow::Result<TestGantry> {
     let script = "mkdir -p /www/user/$JUPYTERHUB_USER && \
                   echo hello > /www/user/$JUPYTERHUB_USER/index.html && \
                   exec /bin/busybox httpd -f -p 8888 -h /www";
@@ -28,7 +32,7 @@ fn test_gantry(instance: &str, image: &str, hub_keys: &str) -> anyhow::Result<Te
 }
 
 /// A logged-in API client for `user`: (client, CSRF token).
-async fn login(gantry: &TestGantry, user: &str) -> anyhow::Result<(Client, String)> {
+pub(crate) async fn login(gantry: &TestGantry, user: &str) -> anyhow::Result<(Client, String)> {
     gantry.login(user, PASSWORD).await
 }
 
@@ -55,7 +59,7 @@ async fn start(
 }
 
 /// Waits until `user`'s server `server` is ready, by its progress stream.
-async fn ready(
+pub(crate) async fn ready(
     gantry: &TestGantry,
     client: &Client,
     user: &str,

@@ -17,5 +17,7 @@ mod jupyterhub;
 mod lifecycle;
 mod mesos;
 mod notebook;
+mod origins;
 mod servers;
 mod singleuser;
+mod spawn_requests;

@@ -22,6 +22,7 @@ use super::oauth::{OAuthState, client_id, redirect_uri, server_token_note};
 use super::request::read_json;
 use super::response::{self, HubError};
 use super::servers::{Claimed, Phase, ServerError, Servers, StartOutcome, server_prefix};
+use super::spawn_request::SpawnRequest;
 use super::{Caller, Hub};
 use crate::errors::ResponseBody;
 
@@ -575,15 +576,9 @@ impl Hub {
         let caller = self.authenticated_for_change(&parts).await?;
         let user = self.target_user(&caller, name).await?;
         let options: Value = read_json(&parts.headers, body).await?;
-        let profile = match options.get("profile") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(id)) => Some(id.clone()),
-            Some(_) => {
-                return Err(HubError::BadRequest(
-                    "user_options.profile must be a profile id".into(),
-                ));
-            }
-        };
+        let profile = SpawnRequest::from_json(&options)
+            .map_err(|error| HubError::BadRequest(error.to_string()))?
+            .profile;
         let identity = self.identity_of(&user).await?;
         let server = ServerName::new(server).map_err(|e| HubError::BadRequest(e.to_string()))?;
         match self

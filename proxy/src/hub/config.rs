@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gantry_auth::{LoginLimits, NamePolicy, OidcConfig, PublicOrigin};
+use gantry_auth::{GateOrigins, LoginLimits, NamePolicy, OidcConfig, PublicOrigin};
 use gantry_spawner::SpawnerConfig;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -133,6 +133,11 @@ pub struct HubSection {
     /// its request head; past it the request is answered 408 and the connection closed, so a
     /// slow sender cannot hold a connection. Default: 30.
     pub request_body_timeout_secs: u64,
+    /// Origins besides `public_url` whose pages may use a session cookie to open a WebSocket
+    /// or send a state-changing request to a user's server through the gate, each
+    /// `http(s)://host[:port]`. Default: none (only gantry's own pages; with no `public_url`,
+    /// also the origin of the host name the request was sent to).
+    pub allowed_origins: Vec<String>,
 }
 
 impl HubSection {
@@ -168,6 +173,7 @@ impl Default for HubSection {
             max_gpus_per_user: None,
             max_gpus_per_group: std::collections::BTreeMap::new(),
             request_body_timeout_secs: 30,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -485,6 +491,9 @@ pub struct HubConfig {
     pub public_origin: PublicOrigin,
     /// Whether `public_origin` is https (cookies get `Secure` and `__Host-`).
     pub https: bool,
+    /// The origins whose pages may use a session cookie for WebSockets and state-changing
+    /// requests through the gate.
+    pub gate_origins: GateOrigins,
     /// The database URL.
     pub database_url: String,
     /// How long a session lasts.
@@ -631,6 +640,17 @@ impl FileConfig {
                 "port 0 (any free port) leaves browsers no address to use".to_owned(),
                 "give a fixed port, or set hub.public_url to the address browsers reach gantry at",
             );
+        }
+        let mut allowed_origins = Vec::new();
+        for text in &hub.allowed_origins {
+            match PublicOrigin::parse(text.trim_end_matches('/')) {
+                Ok(origin) => allowed_origins.push(origin),
+                Err(_) => problem(
+                    "hub.allowed_origins",
+                    format!("{text:?} is not an origin of the form http(s)://host[:port]"),
+                    "write each origin as the scheme, host and port its pages are served from, without a path, e.g. \"https://lab.example.org\"",
+                ),
+            }
         }
         if hub.session_days == 0 || hub.session_days > 366 {
             problem(
@@ -894,6 +914,11 @@ impl FileConfig {
         }
         match (problems.is_empty(), public_origin) {
             (true, Some(public_origin)) => Ok(HubConfig {
+                gate_origins: GateOrigins {
+                    ours: public_origin.clone(),
+                    host_is_ours: hub.public_url.is_none(),
+                    allowed: allowed_origins,
+                },
                 public_origin,
                 https,
                 database_url,

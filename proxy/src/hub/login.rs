@@ -25,6 +25,7 @@ use super::pages::{
 use super::request::{Form, read_form};
 use super::response::{self, HubError};
 use super::servers::{Phase, ServerError, server_prefix};
+use super::spawn_request::SpawnRequest;
 use super::{Caller, Hub, cookies};
 use crate::errors::ResponseBody;
 use crate::server::ConnInfo;
@@ -608,6 +609,18 @@ impl Hub {
             return Err(HubError::Forbidden);
         };
         let server_text = form.get("server").unwrap_or("").trim().to_owned();
+        if let Err(error) = SpawnRequest::from_form(form.keys(), form.get("profile")) {
+            return self
+                .spawn_form(
+                    StatusCode::BAD_REQUEST,
+                    &session,
+                    &secret,
+                    server_text,
+                    form.get("profile"),
+                    Some(error.to_string()),
+                )
+                .await;
+        }
         let Ok(server) = ServerName::new(&server_text) else {
             return self
                 .spawn_form(

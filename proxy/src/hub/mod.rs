@@ -25,6 +25,7 @@ mod pages;
 mod request;
 mod response;
 pub mod servers;
+mod spawn_request;
 mod token_page;
 
 use std::net::IpAddr;
@@ -499,6 +500,22 @@ impl Hub {
         };
         if !known.may_access(&owner.user) {
             return Admission::Refuse(HubError::NotFound.into_response(json));
+        }
+        // A browser attaches the session cookie to requests other sites' pages make (same-site
+        // ones under `SameSite=Lax`); the apps behind the gate need not check where a socket
+        // or a change comes from, so the gate does. Tokens are exempt: no browser attaches
+        // `Authorization` on its own.
+        let changes = upgrade
+            || !matches!(
+                *request.method(),
+                http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+            );
+        if changes
+            && matches!(known, Known::Session(_))
+            && let Err(reason) =
+                gantry_auth::csrf::check_gate_origin(request.headers(), &self.config.gate_origins)
+        {
+            return Admission::Refuse(HubError::CrossOrigin(reason).into_response(json));
         }
         let lease = upgrade.then(|| {
             self.callers

@@ -128,6 +128,11 @@ impl Form {
     pub(super) fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
+
+    /// The fields' names, each once, in no particular order.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
 }
 
 /// Reads a form body; it must be `application/x-www-form-urlencoded`.

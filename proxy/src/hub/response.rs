@@ -26,6 +26,10 @@ pub(super) enum HubError {
     /// 403 from the CSRF check.
     #[error("CSRF check failed: {0}")]
     Csrf(#[source] gantry_auth::CsrfRejection),
+    /// 403: a session-cookie WebSocket or state-changing request to a server through the
+    /// gate from a page of another origin.
+    #[error("cross-origin request through the gate: {0}")]
+    CrossOrigin(#[source] gantry_auth::CrossOrigin),
     /// 404.
     #[error("not found")]
     NotFound,
@@ -100,6 +104,7 @@ impl HubError {
             | Self::Forbidden
             | Self::ScopeNotHeld(_)
             | Self::Csrf(_)
+            | Self::CrossOrigin(_)
             | Self::LoginRefused(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -126,6 +131,7 @@ impl HubError {
             Self::Forbidden => "You are not allowed to do this.".to_owned(),
             Self::ScopeNotHeld(scope) => format!("The credential making this request does not hold the scope `{scope}`, so it cannot grant it: a new token may carry only scopes the requesting session or token holds."),
             Self::Csrf(_) => "The request failed the cross-site request forgery check: reload the page and try again.".to_owned(),
+            Self::CrossOrigin(reason) => format!("Refused: {reason}. A login session opens WebSockets to a server and sends it changes only from this hub's own pages; send an API token instead, or ask the administrator to list the page's origin in hub.allowed_origins."),
             Self::NotFound => "Not found.".to_owned(),
             Self::PayloadTooLarge => "The request body is too large.".to_owned(),
             Self::UnsupportedMediaType(fix) => format!("Unsupported media type: {fix}."),

@@ -313,3 +313,36 @@ fn resource_caps_have_defaults_and_refuse_zero() {
         .to_string();
     assert!(error.contains("password_hash_queues"), "{error}");
 }
+
+#[test]
+fn allowed_origins_are_origins_and_the_host_counts_only_without_a_public_url() {
+    let config = FileConfig::parse("").unwrap().validate().unwrap();
+    assert!(config.gate_origins.allowed.is_empty());
+    assert!(config.gate_origins.host_is_ours);
+    assert_eq!(config.gate_origins.ours, config.public_origin);
+
+    let config = FileConfig::parse(
+        "[hub]\npublic_url = \"https://hub.example.org\"\n\
+         allowed_origins = [\"https://Lab.example.org/\", \"http://10.0.0.1:8080\"]\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert!(!config.gate_origins.host_is_ours);
+    assert_eq!(
+        config.gate_origins.allowed,
+        [
+            PublicOrigin::parse("https://lab.example.org").unwrap(),
+            PublicOrigin::parse("http://10.0.0.1:8080").unwrap()
+        ]
+    );
+
+    let found = problems("[hub]\nallowed_origins = [\"lab.example.org\", \"https://x/y\"]\n");
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found
+            .iter()
+            .all(|p| p.starts_with("hub.allowed_origins:") && p.contains("(fix: ")),
+        "{found:#?}"
+    );
+}
