@@ -92,7 +92,12 @@ async fn events(client: &Client, url: &str) -> anyhow::Result<Vec<Value>> {
 }
 
 /// The environment variable `name` of the container running `user`'s server `server`.
-fn container_env(instance: &str, user: &str, server: &str, name: &str) -> anyhow::Result<String> {
+pub(crate) fn container_env(
+    instance: &str,
+    user: &str,
+    server: &str,
+    name: &str,
+) -> anyhow::Result<String> {
     let output = Command::new("docker")
         .args([
             "ps",

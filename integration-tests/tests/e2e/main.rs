@@ -16,6 +16,7 @@ mod journey;
 mod jupyterhub;
 mod lifecycle;
 mod mesos;
+mod names;
 mod notebook;
 mod origins;
 mod servers;

@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use super::oauth::{OAuthState, client_id, redirect_uri, server_token_note};
 use super::request::read_json;
 use super::response::{self, HubError};
-use super::servers::{Claimed, Phase, ServerError, Servers, StartOutcome, server_prefix};
+use super::servers::{
+    Claimed, Phase, ServerError, Servers, StartOutcome, server_url_prefix, user_path_segment,
+};
 use super::spawn_request::SpawnRequest;
 use super::{Caller, Hub};
 use crate::errors::ResponseBody;
@@ -523,7 +525,7 @@ impl Hub {
         };
         let mut map = serde_json::Map::new();
         for (key, phase, profile, started) in servers.of_user(user.name.as_str()) {
-            let url = format!("{}/", server_prefix(&key));
+            let url = format!("{}/", server_url_prefix(&key));
             let (ready, pending) = match &phase {
                 Phase::Ready { .. } => (true, Value::Null),
                 Phase::Starting => (false, json!("spawn")),
@@ -536,12 +538,12 @@ impl Hub {
             if key.server.is_default() && !pending.is_null() {
                 model["pending"] = pending.clone();
             }
+            let segment = user_path_segment(user.name.as_str());
             let progress_url = if key.server.is_default() {
-                format!("/hub/api/users/{}/server/progress", user.name.as_str())
+                format!("/hub/api/users/{segment}/server/progress")
             } else {
                 format!(
-                    "/hub/api/users/{}/servers/{}/progress",
-                    user.name.as_str(),
+                    "/hub/api/users/{segment}/servers/{}/progress",
                     key.server.as_str()
                 )
             };
@@ -720,7 +722,7 @@ impl Hub {
 
     /// The environment of JupyterHub's spawner, for `jupyterhub-singleuser`.
     fn server_env(&self, key: &ServerKey, token: &str) -> BTreeMap<String, String> {
-        let prefix = format!("{}/", server_prefix(key));
+        let prefix = format!("{}/", server_url_prefix(key));
         let api = self.servers_api_url.clone().unwrap_or_default();
         let mut env = BTreeMap::new();
         let mut set = |k: &str, v: String| {
@@ -732,7 +734,7 @@ impl Hub {
         set("JUPYTERHUB_API_URL", api.clone());
         set(
             "JUPYTERHUB_ACTIVITY_URL",
-            format!("{api}/users/{}/activity", key.user),
+            format!("{api}/users/{}/activity", user_path_segment(&key.user)),
         );
         set(
             "JUPYTERHUB_SERVICE_URL",

@@ -24,7 +24,7 @@ use super::pages::{
 };
 use super::request::{Form, read_form};
 use super::response::{self, HubError};
-use super::servers::{Phase, ServerError, server_prefix};
+use super::servers::{Phase, ServerError, server_url_prefix};
 use super::spawn_request::SpawnRequest;
 use super::{Caller, Hub, cookies};
 use crate::errors::ResponseBody;
@@ -471,7 +471,7 @@ impl Hub {
                             }
                         };
                         ServerRow {
-                            url: format!("{}/", server_prefix(&key)),
+                            url: format!("{}/", server_url_prefix(&key)),
                             name: key.server.as_str().to_owned(),
                             profile: profile.as_str().to_owned(),
                             state,
@@ -713,7 +713,7 @@ impl Hub {
                 server: server.as_str().to_owned(),
                 owner: (owner.id != session.user.id).then(|| key.user.clone()),
                 progress_url,
-                server_url: format!("{}/", server_prefix(&key)),
+                server_url: format!("{}/", server_url_prefix(&key)),
             }),
         ))
     }

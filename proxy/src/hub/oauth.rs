@@ -32,7 +32,7 @@ use subtle::ConstantTimeEq;
 
 use super::request::{Form, read_form};
 use super::response::{self, HubError};
-use super::servers::server_prefix;
+use super::servers::server_url_prefix;
 use super::{Caller, Hub};
 use crate::errors::ResponseBody;
 
@@ -81,7 +81,7 @@ fn legacy_client_id(key: &ServerKey) -> String {
 
 /// The one redirect URI a server's client may use (relative, as JupyterHub registers it).
 pub(super) fn redirect_uri(key: &ServerKey) -> String {
-    format!("{}/oauth_callback", server_prefix(key))
+    format!("{}/oauth_callback", server_url_prefix(key))
 }
 
 #[derive(Debug)]

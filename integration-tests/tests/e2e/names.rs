@@ -1,0 +1,87 @@
+//! User names outside ASCII through `gantry up` on the real Docker engine: the REST API
+//! addresses a user by the same decoded name it created, end to end (issue 20).
+
+use gantry_integration_tests::{DockerCleanup, ensure_busybox_image};
+use serde_json::{Value, json};
+
+use crate::hardening::{container_env, login, ready, test_gantry};
+
+#[tokio::test]
+async fn a_user_named_outside_ascii_is_created_read_started_reached_and_deleted()
+-> anyhow::Result<()> {
+    let image = ensure_busybox_image()?;
+    let instance = format!("gt-e2e-names-{}", std::process::id());
+    let _cleanup = DockerCleanup::new(&instance);
+    let mut gantry = test_gantry(&instance, image, "")?;
+    gantry.add_user("root", crate::gate::PASSWORD, true)?;
+    gantry.start().await?;
+    let (root, xsrf) = login(&gantry, "root").await?;
+    let base = gantry.url();
+    let user = format!("{base}/hub/api/users/%C3%BC");
+
+    let created = root
+        .post(&user)
+        .header("origin", &base)
+        .header("x-xsrftoken", &xsrf)
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await?;
+    assert_eq!(created["name"], "ü");
+
+    let read = root.get(&user).send().await?;
+    assert_eq!(read.status(), 200, "GET of the name POST created");
+    let listed: Value = root
+        .get(format!("{base}/hub/api/users"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|users| users.iter().any(|u| u["name"] == "ü")),
+        "{listed}"
+    );
+
+    let started = root
+        .post(format!("{user}/server"))
+        .header("origin", &base)
+        .header("x-xsrftoken", &xsrf)
+        .json(&json!({"profile": "tiny"}))
+        .send()
+        .await?;
+    assert_eq!(started.status(), 202);
+    ready(&gantry, &root, "%C3%BC", "").await?;
+    let model: Value = root.get(&user).send().await?.json().await?;
+    let url = model["servers"][""]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(url, "/user/%C3%BC/", "{model}");
+    // The server compares its prefix with the raw request path, as JupyterHub gives it.
+    assert_eq!(
+        container_env(&instance, "ü", "", "JUPYTERHUB_SERVICE_PREFIX")?,
+        "/user/%C3%BC/"
+    );
+    let page = root.get(format!("{base}{url}")).send().await?;
+    assert_eq!(page.status(), 200, "the owner's server through the gate");
+
+    let stopped = root
+        .delete(format!("{user}/server"))
+        .header("origin", &base)
+        .header("x-xsrftoken", &xsrf)
+        .send()
+        .await?;
+    assert!(stopped.status().is_success(), "{}", stopped.status());
+    let deleted = root
+        .delete(&user)
+        .header("origin", &base)
+        .header("x-xsrftoken", &xsrf)
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(root.get(&user).send().await?.status(), 404);
+    Ok(())
+}
