@@ -1697,7 +1697,10 @@ async fn user_activity_comes_with_every_lookup(store: Store) {
         store.user_by_name(&name("alice")).await.unwrap(),
         Some(expected.clone())
     );
-    assert_eq!(store.list_users().await.unwrap(), [expected.clone()]);
+    assert_eq!(
+        store.list_users().await.unwrap(),
+        std::slice::from_ref(&expected)
+    );
     assert_eq!(
         store
             .user_by_identity(&lab.issuer, &lab.subject)
