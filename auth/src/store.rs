@@ -18,6 +18,8 @@
 //! which gives no way to a secret. Tokens are looked up by prefix and then compared in constant
 //! time. `last_seen` and `last_used` are written at most once a minute per row
 //! ([`ACTIVITY_RESOLUTION_SECS`]), so authenticating a busy client is not a write per request.
+//! A user's `last_activity` is written by the hub, which coalesces it in memory
+//! ([`Store::record_user_activity`] only ever moves it forward).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,6 +72,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "identities",
         include_str!("../migrations/sqlite/0005_identities.sql"),
     ),
+    (
+        6,
+        "user activity",
+        include_str!("../migrations/sqlite/0006_user_activity.sql"),
+    ),
 ];
 
 /// Migrations for PostgreSQL, version for version the same as [`SQLITE_MIGRATIONS`].
@@ -98,6 +105,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "identities",
         include_str!("../migrations/postgres/0005_identities.sql"),
+    ),
+    (
+        6,
+        "user activity",
+        include_str!("../migrations/postgres/0006_user_activity.sql"),
     ),
 ];
 
@@ -191,6 +203,9 @@ pub struct User {
     pub approved: bool,
     /// When the account was created.
     pub created: Timestamp,
+    /// When the user was last active as the store knows it (see
+    /// [`Store::record_user_activity`]); `None` if never.
+    pub last_activity: Option<Timestamp>,
 }
 
 /// A user to create.
@@ -598,6 +613,7 @@ impl Store {
                 admin: new.admin,
                 approved: new.approved,
                 created: timestamp(created)?,
+                last_activity: None,
             }),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(StoreError::UserExists {
@@ -617,8 +633,8 @@ impl Store {
     ///
     /// [`StoreError::Query`], [`StoreError::Corrupt`].
     pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        const SQL: &str = "SELECT id, name, password_hash, admin, approved, created \
-                           FROM users WHERE id = $1";
+        const SQL: &str = "SELECT id, name, password_hash, admin, approved, created, \
+                           last_activity FROM users WHERE id = $1";
         let row: Option<UserRow> = on_db!(self, |pool| {
             sqlx::query_as(SQL).bind(id.0).fetch_optional(pool).await
         })
@@ -632,8 +648,8 @@ impl Store {
     ///
     /// [`StoreError::Query`], [`StoreError::Corrupt`].
     pub async fn user_by_name(&self, name: &UserName) -> Result<Option<User>, StoreError> {
-        const SQL: &str = "SELECT id, name, password_hash, admin, approved, created \
-                           FROM users WHERE name = $1";
+        const SQL: &str = "SELECT id, name, password_hash, admin, approved, created, \
+                           last_activity FROM users WHERE name = $1";
         let row: Option<UserRow> = on_db!(self, |pool| {
             sqlx::query_as(SQL)
                 .bind(name.as_str())
@@ -650,8 +666,8 @@ impl Store {
     ///
     /// [`StoreError::Query`], [`StoreError::Corrupt`].
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        const SQL: &str = "SELECT id, name, password_hash, admin, approved, created \
-                           FROM users ORDER BY name";
+        const SQL: &str = "SELECT id, name, password_hash, admin, approved, created, \
+                           last_activity FROM users ORDER BY name";
         let rows: Vec<UserRow> = on_db!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
             .map_err(query_failed("list users"))?;
         rows.into_iter().map(user_from_row).collect()
@@ -747,6 +763,33 @@ impl Store {
         Ok(done > 0)
     }
 
+    /// Records that `id` was active at `at`, unless the store already has a later activity
+    /// for them: the value only moves forward, so writes arriving out of order (from
+    /// parallel requests, or two processes sharing the database) never take it back.
+    /// `false` if nothing changed (no such user, or an activity as late or later).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Query`].
+    pub async fn record_user_activity(
+        &self,
+        id: UserId,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE users SET last_activity = $2 \
+                           WHERE id = $1 AND (last_activity IS NULL OR last_activity < $2)";
+        let done = on_db!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(id.0)
+                .bind(at.as_second())
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(query_failed("record user activity"))?;
+        Ok(done > 0)
+    }
+
     /// Runs `UPDATE users SET flag = $1 WHERE id = $2`.
     async fn update_flag(
         &self,
@@ -779,8 +822,8 @@ impl Store {
         issuer: &str,
         subject: &str,
     ) -> Result<Option<User>, StoreError> {
-        const SQL: &str = "SELECT u.id, u.name, u.password_hash, u.admin, u.approved, u.created \
-                           FROM user_identities i JOIN users u ON u.id = i.user_id \
+        const SQL: &str = "SELECT u.id, u.name, u.password_hash, u.admin, u.approved, u.created, \
+                           u.last_activity FROM user_identities i JOIN users u ON u.id = i.user_id \
                            WHERE i.issuer = $1 AND i.subject = $2";
         let row: Option<UserRow> = on_db!(self, |pool| {
             sqlx::query_as(SQL)
@@ -870,6 +913,7 @@ impl Store {
                 admin: new.admin,
                 approved: new.approved,
                 created: timestamp(created)?,
+                last_activity: None,
             }),
             Err(Failed::User(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                 Err(StoreError::UserExists {
@@ -1301,8 +1345,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<Option<Session>, StoreError> {
         const SQL: &str = "SELECT s.created, s.expires, s.last_seen, \
-                           u.id, u.name, u.password_hash, u.admin, u.approved, u.created \
-                           FROM sessions s JOIN users u ON u.id = s.user_id \
+                           u.id, u.name, u.password_hash, u.admin, u.approved, u.created, \
+                           u.last_activity FROM sessions s JOIN users u ON u.id = s.user_id \
                            WHERE s.id_hash = $1 AND s.expires > $2";
         const TOUCH: &str = "UPDATE sessions SET last_seen = $1 WHERE id_hash = $2";
         let hash = key.hash();
@@ -1316,8 +1360,18 @@ impl Store {
                 .await
         })
         .map_err(query_failed("get session"))?;
-        let Some((created, expires, mut last_seen, id, name, password, admin, approved, since)) =
-            row
+        let Some((
+            created,
+            expires,
+            mut last_seen,
+            id,
+            name,
+            password,
+            admin,
+            approved,
+            since,
+            active,
+        )) = row
         else {
             return Ok(None);
         };
@@ -1334,7 +1388,7 @@ impl Store {
             last_seen = now;
         }
         Ok(Some(Session {
-            user: user_from_row((id, name, password, admin, approved, since))?,
+            user: user_from_row((id, name, password, admin, approved, since, active))?,
             created: timestamp(created)?,
             expires: timestamp(expires)?,
             last_seen: timestamp(last_seen)?,
@@ -1631,9 +1685,12 @@ impl Store {
         key: &SecretKey,
         now: Timestamp,
     ) -> Result<Option<TokenAuth>, StoreError> {
-        const SQL: &str = "SELECT t.id, t.prefix, t.hash, t.user_id, t.scopes, t.note, \
+        // The prefix is not selected: every row has the one asked for. That keeps the row
+        // within the sixteen columns a tuple decodes.
+        const SQL: &str = "SELECT t.id, t.hash, t.user_id, t.scopes, t.note, \
                            t.created, t.expires, t.last_used, t.server_name, t.oauth_client, \
-                           u.name, u.password_hash, u.admin, u.approved, u.created \
+                           u.name, u.password_hash, u.admin, u.approved, u.created, \
+                           u.last_activity \
                            FROM api_tokens t JOIN users u ON u.id = t.user_id \
                            WHERE t.prefix = $1";
         const TOUCH: &str = "UPDATE api_tokens SET last_used = $1 WHERE id = $2";
@@ -1646,7 +1703,7 @@ impl Store {
         // Compare every candidate, so the time taken does not say which one matched.
         let mut found = None;
         for row in rows {
-            let (token, user) = split_token_user(row);
+            let (token, user) = split_token_user(prefix, row);
             let stored = SecretHash::from_stored(token.2.clone())
                 .ok_or_else(|| corrupt("token hash")("not 64 hex digits".into()))?;
             if stored.matches(hash) {
@@ -1730,9 +1787,20 @@ impl Store {
     }
 }
 
-type UserRow = (i64, String, Option<String>, bool, bool, i64);
+type UserRow = (i64, String, Option<String>, bool, bool, i64, Option<i64>);
 
-type SessionRow = (i64, i64, i64, i64, String, Option<String>, bool, bool, i64);
+type SessionRow = (
+    i64,
+    i64,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    bool,
+    bool,
+    i64,
+    Option<i64>,
+);
 
 type TokenRow = (
     i64,
@@ -1748,12 +1816,12 @@ type TokenRow = (
     Option<String>,
 );
 
-/// A token row followed by its owner's row less the id (the token's `user_id`), as one flat
-/// row: sixteen columns, the most a tuple decodes.
+/// A token row less its prefix (every row of a lookup has the one asked for), followed by
+/// its owner's row less the id (the token's `user_id`), as one flat row: sixteen columns, the
+/// most a tuple decodes.
 type TokenUserRow = (
     i64,
     String,
-    String,
     i64,
     String,
     String,
@@ -1767,13 +1835,24 @@ type TokenUserRow = (
     bool,
     bool,
     i64,
+    Option<i64>,
 );
 
-fn split_token_user(row: TokenUserRow) -> (TokenRow, UserRow) {
-    let user = (row.3, row.11, row.12, row.13, row.14, row.15);
+fn split_token_user(prefix: &str, row: TokenUserRow) -> (TokenRow, UserRow) {
+    let user = (row.2, row.10, row.11, row.12, row.13, row.14, row.15);
     (
         (
-            row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9, row.10,
+            row.0,
+            prefix.to_owned(),
+            row.1,
+            row.2,
+            row.3,
+            row.4,
+            row.5,
+            row.6,
+            row.7,
+            row.8,
+            row.9,
         ),
         user,
     )
@@ -1799,7 +1878,7 @@ fn identity_taken(identity: &ProviderIdentity) -> StoreError {
 }
 
 fn user_from_row(row: UserRow) -> Result<User, StoreError> {
-    let (id, name, password_hash, admin, approved, created) = row;
+    let (id, name, password_hash, admin, approved, created, last_activity) = row;
     let name = UserName::from_stored(name).map_err(|e| corrupt("user name")(e.into()))?;
     let password_hash = password_hash
         .map(|phc| PasswordHash::from_phc(&phc))
@@ -1812,6 +1891,7 @@ fn user_from_row(row: UserRow) -> Result<User, StoreError> {
         admin,
         approved,
         created: timestamp(created)?,
+        last_activity: last_activity.map(timestamp).transpose()?,
     })
 }
 

@@ -167,6 +167,9 @@ mod current {
         binding_claims_only_unclaimed_accounts,
         parallel_binds_bind_one_identity,
         parallel_first_logins_make_one_account,
+        user_activity_only_moves_forward,
+        user_activity_comes_with_every_lookup,
+        racing_activity_writes_keep_the_latest,
     );
 }
 
@@ -178,6 +181,11 @@ mod from_version_3 {
 /// Databases as release 4 (before OpenID identities) left them, upgraded by the test.
 mod from_version_4 {
     store_tests!(version 4; migration_to_identities);
+}
+
+/// Databases as release 5 (before user activity) left them, upgraded by the test.
+mod from_version_5 {
+    store_tests!(version 5; migration_to_user_activity);
 }
 
 async fn users_round_trip(store: Store) {
@@ -1625,4 +1633,129 @@ proptest::proptest! {
             }
         });
     }
+}
+
+/// `last_activity` starts empty, and a recorded activity replaces it only when later.
+async fn user_activity_only_moves_forward(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let bob = store.create_user(&new_user("bob"), at(0)).await.unwrap();
+    assert_eq!(alice.last_activity, None);
+    let activity = |user: UserId| {
+        let store = store.clone();
+        async move { store.user(user).await.unwrap().unwrap().last_activity }
+    };
+    assert_eq!(activity(alice.id).await, None);
+
+    assert!(store.record_user_activity(alice.id, at(100)).await.unwrap());
+    assert_eq!(activity(alice.id).await, Some(at(100)));
+    // Earlier or equal: no change.
+    assert!(!store.record_user_activity(alice.id, at(50)).await.unwrap());
+    assert!(!store.record_user_activity(alice.id, at(100)).await.unwrap());
+    assert_eq!(activity(alice.id).await, Some(at(100)));
+    assert!(store.record_user_activity(alice.id, at(200)).await.unwrap());
+    assert_eq!(activity(alice.id).await, Some(at(200)));
+
+    // Only alice's row moved.
+    assert_eq!(activity(bob.id).await, None);
+    // No such user: nothing to record.
+    assert!(
+        !store
+            .record_user_activity(UserId::new(i64::MAX), at(300))
+            .await
+            .unwrap()
+    );
+}
+
+/// Every way of reading a user reads their activity: by id, by name, in the list, by
+/// identity, with a session and with a token.
+async fn user_activity_comes_with_every_lookup(store: Store) {
+    let lab = identity("lab", "alice-sub");
+    let alice = store
+        .create_user_with_identity(&new_user("alice"), &lab, at(0))
+        .await
+        .unwrap();
+    assert_eq!(alice.last_activity, None);
+    let session = store
+        .create_session(alice.id, at(0), at(10_000))
+        .await
+        .unwrap();
+    let new = NewToken {
+        scopes: scopes("self"),
+        note: "laptop".to_owned(),
+        expires: None,
+        binding: TokenBinding::Api,
+    };
+    let (token, created) = store.create_token(alice.id, &new, at(0)).await.unwrap();
+    assert!(store.record_user_activity(alice.id, at(42)).await.unwrap());
+    let expected = User {
+        last_activity: Some(at(42)),
+        ..alice.clone()
+    };
+
+    assert_eq!(store.user(alice.id).await.unwrap(), Some(expected.clone()));
+    assert_eq!(
+        store.user_by_name(&name("alice")).await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        store.list_users().await.unwrap(),
+        std::slice::from_ref(&expected)
+    );
+    assert_eq!(
+        store
+            .user_by_identity(&lab.issuer, &lab.subject)
+            .await
+            .unwrap(),
+        Some(expected.clone())
+    );
+    let by_session = store.session(session.expose(), at(50)).await.unwrap();
+    assert_eq!(by_session.unwrap().user, expected);
+    let by_token = store.token(token.expose(), at(50)).await.unwrap().unwrap();
+    assert_eq!(by_token.user, expected);
+    // The token row is read without its prefix column; it comes back all the same.
+    assert_eq!(by_token.token.prefix, created.prefix);
+    assert_eq!(by_token.token.note, "laptop");
+}
+
+/// Writes arriving in any order (parallel requests) leave the latest.
+async fn racing_activity_writes_keep_the_latest(store: Store) {
+    let alice = store.create_user(&new_user("alice"), at(0)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for offset in [30, 10, 50, 20, 40, 50, 0] {
+        let store = store.clone();
+        tasks.spawn(async move { store.record_user_activity(alice.id, at(offset)).await });
+    }
+    for result in tasks.join_all().await {
+        result.unwrap();
+    }
+    let stored = store.user(alice.id).await.unwrap().unwrap();
+    assert_eq!(stored.last_activity, Some(at(50)));
+}
+
+/// Migrating a database from before user activity keeps every account, with no activity
+/// recorded; activity is recorded from then on, and read with the user's credentials.
+async fn migration_to_user_activity(store: Store) {
+    let (openid, local) = before_identities(&store).await;
+    let session = store
+        .create_session(local.id, at(0), at(10_000))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let users = store.list_users().await.unwrap();
+    assert_eq!(users, [local.clone(), openid.clone()]);
+    assert!(users.iter().all(|u| u.last_activity.is_none()));
+
+    assert!(store.record_user_activity(local.id, at(60)).await.unwrap());
+    let by_session = store.session(session.expose(), at(70)).await.unwrap();
+    assert_eq!(by_session.unwrap().user.last_activity, Some(at(60)));
+    assert_eq!(
+        store.user(openid.id).await.unwrap().unwrap().last_activity,
+        None
+    );
+    // And again: nothing more to do, and the activity stays.
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store.user(local.id).await.unwrap().unwrap().last_activity,
+        Some(at(60))
+    );
 }

@@ -4,6 +4,7 @@
 //! venv from `integration-tests/python-env.sh`, and the `gantry` binary (`GANTRY_BIN`, else built
 //! on the spot). `.ci/test` provides both.
 
+mod activity;
 mod admin;
 mod caps;
 mod cli;

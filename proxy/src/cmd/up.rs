@@ -394,6 +394,8 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
     let culler = tokio::spawn(cull(Arc::clone(&hub), cull_interval, stop_rx.clone()));
     let reconciler = tokio::spawn(reconcile(Arc::clone(&hub), poll_interval, stop_rx.clone()));
     let refresher = tokio::spawn(refresh_callers(Arc::clone(&hub), stop_rx.clone()));
+    // Kept to write the users' last activity once the last request is answered.
+    let activity = Arc::clone(&hub);
     let front = Arc::new(FrontTier::new(hub, proxy));
     let internal = servers_listener.map(|listener| {
         let front = Arc::clone(&front);
@@ -426,6 +428,7 @@ async fn serve_hub(config: HubConfig) -> anyhow::Result<()> {
     let _ = culler.await;
     let _ = reconciler.await;
     let _ = refresher.await;
+    activity.flush_activity().await;
     if let Some(mesos) = mesos {
         mesos.close();
         tracing::info!(
@@ -737,7 +740,6 @@ async fn warn_if_embedded_image_missing(config: &HubConfig) {
     }
 }
 
-/// Deletes expired sessions and tokens and forgets stale login state, every minute.
 /// Checks the callers in memory against the store every `callers::REFRESH_EVERY`, so that
 /// another process's logout or revocation is honoured within `callers::STALE_AFTER`.
 async fn refresh_callers(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
@@ -765,6 +767,8 @@ async fn cull(hub: Arc<Hub>, interval: Duration, mut stop: watch::Receiver<bool>
     }
 }
 
+/// Every minute: forgets stale login state, brings users' activity to the store (see
+/// `Hub::sweep_activity`), deletes expired sessions and tokens.
 async fn sweep(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
@@ -773,6 +777,7 @@ async fn sweep(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|stopping| *stopping) => return,
         }
         hub.prune();
+        hub.sweep_activity().await;
         match hub.store().delete_expired(jiff::Timestamp::now()).await {
             Ok(revoked) if revoked.sessions + revoked.tokens > 0 => {
                 tracing::debug!(

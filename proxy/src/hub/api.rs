@@ -178,7 +178,7 @@ impl Hub {
             .filter(|scope| scope.grantable_by(owner))
             .map(ToString::to_string)
             .collect();
-        let mut model = user_model(user);
+        let mut model = user_model(user, self.last_activity_of(user));
         model["groups"] = json!(self.store.groups_of(user.id).await?);
         model["scopes"] = json!(scopes);
         if let Caller::Token(auth) = &caller {
@@ -519,7 +519,7 @@ impl Hub {
 
     /// The user model with the `server` and `servers` fields filled in.
     pub(super) fn user_with_servers(&self, user: &User) -> Value {
-        let mut model = user_model(user);
+        let mut model = user_model(user, self.last_activity_of(user));
         let Some(servers) = &self.servers else {
             return model;
         };
@@ -765,7 +765,11 @@ impl Hub {
         env
     }
 
-    /// `POST /hub/api/users/{name}/activity`: a server reports when it was last used.
+    /// `POST /hub/api/users/{name}/activity`: a server reports when it was last used, as
+    /// jupyterhub-singleuser does: `{"last_activity": T, "servers": {NAME: {"last_activity":
+    /// T}}}`, each part optional. The user's activity becomes the latest time given (never
+    /// earlier than it was); each named server's, its own. Nothing changes unless the whole
+    /// report is valid.
     async fn activity(
         &self,
         request: Request<Incoming>,
@@ -781,11 +785,7 @@ impl Hub {
         }
         let report: ActivityReport = read_json(&parts.headers, body).await?;
         let horizon = Timestamp::now() + SignedDuration::from_mins(59);
-        let servers = self.servers()?;
-        for (server, activity) in &report.servers {
-            let Some(text) = &activity.last_activity else {
-                continue;
-            };
+        let parse = |text: &str| -> Result<Timestamp, HubError> {
             let at: Timestamp = text.parse().map_err(|_| {
                 HubError::BadRequest(format!("last_activity {text:?} is not an ISO 8601 time"))
             })?;
@@ -794,19 +794,44 @@ impl Hub {
                     "last_activity is in the future".into(),
                 ));
             }
+            Ok(at)
+        };
+        let mut latest = report.last_activity.as_deref().map(parse).transpose()?;
+        let mut reported = Vec::new();
+        for (server, activity) in &report.servers {
+            let Some(text) = &activity.last_activity else {
+                continue;
+            };
+            let at = parse(text)?;
             let server =
                 ServerName::new(server).map_err(|e| HubError::BadRequest(e.to_string()))?;
             let key = ServerKey {
                 user: owner.as_str().to_owned(),
                 server,
             };
-            if !servers.record_activity(&key, at) {
+            latest = latest.max(Some(at));
+            reported.push((key, at));
+        }
+        if !reported.is_empty() {
+            let servers = self.servers()?;
+            if let Some((key, _)) = reported.iter().find(|(key, _)| !servers.contains(key)) {
                 return Err(HubError::BadRequest(format!(
                     "no server {:?} of {}",
                     key.server.as_str(),
                     owner.as_str()
                 )));
             }
+            for (key, at) in &reported {
+                servers.record_activity(key, *at);
+            }
+        }
+        if let Some(at) = latest {
+            let user = self
+                .store
+                .user_by_name(&owner)
+                .await?
+                .ok_or(HubError::NotFound)?;
+            self.activity.note(user.id, at);
         }
         Ok(response::json(StatusCode::OK, &json!({})))
     }
@@ -978,6 +1003,7 @@ impl Hub {
         self.ensure_no_servers(user, "delete").await?;
         let revoked = self.store.revoke_user_credentials(user.id).await?;
         let deleted = self.store.delete_user(user.id).await?;
+        self.activity.forget(user.id);
         self.credentials_changed(user.id).await;
         if !deleted {
             return Err(HubError::NotFound);
@@ -1291,6 +1317,10 @@ fn group_model(name: &str, users: &[UserName]) -> Value {
 /// The body of an activity report.
 #[derive(Debug, Deserialize)]
 struct ActivityReport {
+    /// ISO 8601: when the user was last active, whichever server.
+    #[serde(default)]
+    last_activity: Option<String>,
+    /// Per server (by name, `""` the default): when it was last active.
     #[serde(default)]
     servers: std::collections::HashMap<String, ServerActivity>,
 }
@@ -1342,8 +1372,9 @@ pub(super) fn iso(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-/// JupyterHub's user model, as far as identity goes; servers arrive with the hub issue.
-fn user_model(user: &User) -> Value {
+/// JupyterHub's user model, as far as identity goes, with `last_activity` (see
+/// `Hub::last_activity_of`); the servers are filled in by `Hub::user_with_servers`.
+fn user_model(user: &User, last_activity: Option<Timestamp>) -> Value {
     json!({
         "kind": "user",
         "name": user.name.as_str(),
@@ -1351,7 +1382,7 @@ fn user_model(user: &User) -> Value {
         "groups": [],
         "roles": if user.admin { json!(["admin", "user"]) } else { json!(["user"]) },
         "created": iso(user.created),
-        "last_activity": Value::Null,
+        "last_activity": last_activity.map(iso),
         "pending": Value::Null,
         "server": Value::Null,
         "servers": {},

@@ -264,6 +264,8 @@ impl Hub {
             .checked_add(lifetime)
             .map_err(|e| HubError::Internal(e.to_string()))?;
         let secret = self.store.create_session(user.id, now, expires).await?;
+        // Every login (local, sign-up, OpenID) comes through here.
+        self.activity.note(user.id, now);
         let max_age = i64::try_from(self.config.session_lifetime.as_secs()).unwrap_or(i64::MAX);
         set_cookies.push(
             self.cookies

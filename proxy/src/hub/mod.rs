@@ -12,6 +12,7 @@ pub mod config;
 pub mod cookies;
 pub mod front;
 
+mod activity;
 mod admin;
 mod api;
 pub mod callers;
@@ -32,7 +33,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gantry_auth::store::{Session, TokenAuth, UserId};
+use gantry_auth::store::{Session, TokenAuth, TokenBinding, UserId};
 use gantry_auth::{
     CsrfToken, LoginLimiter, OidcProvider, Passwords, SafeRedirect, Scopes, Store, UserName,
 };
@@ -81,6 +82,8 @@ pub struct Hub {
     home: SafeRedirect,
     /// Sessions and tokens resolved from memory, and the tunnels they opened.
     callers: Callers,
+    /// Users' last activity: noted per request, written to the store coalesced.
+    activity: activity::UserActivity,
     /// The notebook servers, when a backend is configured.
     servers: Option<Arc<servers::Servers>>,
     /// The single-user OAuth provider's clients and codes.
@@ -180,6 +183,7 @@ impl Hub {
         let home =
             SafeRedirect::parse(HOME).unwrap_or_else(|_| unreachable!("{HOME} is a safe redirect"));
         let callers = Callers::new(store.clone());
+        let activity = activity::UserActivity::new(store.clone());
         Ok(Self {
             config,
             store,
@@ -192,6 +196,7 @@ impl Hub {
             cookies,
             home,
             callers,
+            activity,
             servers: None,
             oauth: oauth::OAuthState::default(),
             servers_api_url: None,
@@ -285,6 +290,61 @@ impl Hub {
     pub fn prune(&self) {
         self.pending.prune(std::time::Instant::now());
         self.limiter.prune();
+    }
+
+    /// Brings users' activity to the store: notes each user's servers' last activity (their
+    /// reports and the proxy's traffic on their routes), then writes what the coalescing
+    /// window held back and forgets what the store has. The binary calls it every minute.
+    /// One user lookup per user with a server, so that traffic seen only by the proxy (a
+    /// notebook's long-lived WebSocket) outlives the server in the user's `last_activity`.
+    pub async fn sweep_activity(&self) {
+        if let Some(servers) = &self.servers {
+            let mut latest: std::collections::BTreeMap<String, jiff::Timestamp> =
+                std::collections::BTreeMap::new();
+            for key in servers.keys() {
+                if let Some(at) = servers.last_activity(&key) {
+                    let slot = latest.entry(key.user).or_insert(at);
+                    *slot = (*slot).max(at);
+                }
+            }
+            for (name, at) in latest {
+                let user =
+                    match UserName::parse(&name, gantry_auth::NamePolicy { case_fold: false }) {
+                        Ok(name) => self.store.user_by_name(&name).await,
+                        Err(_) => Ok(None),
+                    };
+                match user {
+                    Ok(Some(user)) => self.activity.note(user.id, at),
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(user = %name, %error, "cannot look the user up to record their servers' activity");
+                    }
+                }
+            }
+        }
+        self.activity.flush(jiff::Timestamp::now()).await;
+    }
+
+    /// Writes every activity noted and not yet written: the binary calls it at shutdown,
+    /// after the last request.
+    pub async fn flush_activity(&self) {
+        self.activity.flush_all().await;
+    }
+
+    /// When `user` was last active: the latest of what the store has, what this process
+    /// noted and not yet wrote, and their servers' last activity. `None` if never.
+    fn last_activity_of(&self, user: &gantry_auth::store::User) -> Option<jiff::Timestamp> {
+        let servers = self.servers.as_ref().and_then(|servers| {
+            servers
+                .of_user(user.name.as_str())
+                .iter()
+                .filter_map(|(key, ..)| servers.last_activity(key))
+                .max()
+        });
+        [user.last_activity, self.activity.latest(user.id), servers]
+            .into_iter()
+            .flatten()
+            .max()
     }
 
     /// Answers one request under `/hub/`.
@@ -400,7 +460,14 @@ impl Hub {
         if let Some(token) = request::authorization_token(headers)? {
             let found = resolved(self.callers.resolve(Kind::Token, token, client).await)?;
             return Ok(found.and_then(|(key, known)| match known {
-                Known::Token(auth) => Some((Caller::Token(auth), Kind::Token, key)),
+                Known::Token(auth) => {
+                    // As JupyterHub: a server's own token calling the API is the server at
+                    // work, not its user (its activity reports say when the user was).
+                    if !matches!(auth.token.binding, TokenBinding::Server(_)) {
+                        self.activity.note(auth.user.id, jiff::Timestamp::now());
+                    }
+                    Some((Caller::Token(auth), Kind::Token, key))
+                }
                 Known::Session(_) => None,
             }));
         }
@@ -410,6 +477,7 @@ impl Hub {
         let found = resolved(self.callers.resolve(Kind::Session, &secret, client).await)?;
         Ok(found.and_then(|(key, known)| match known {
             Known::Session(session) => {
+                self.activity.note(session.user.id, jiff::Timestamp::now());
                 Some((Caller::Session { session, secret }, Kind::Session, key))
             }
             Known::Token(_) => None,

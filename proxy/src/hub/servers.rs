@@ -527,6 +527,11 @@ impl Servers {
         self.entries.iter().map(|e| e.key().clone()).collect()
     }
 
+    /// Whether the hub knows the server `key`, in whatever phase.
+    pub fn contains(&self, key: &ServerKey) -> bool {
+        self.entries.contains_key(key)
+    }
+
     /// Records activity a server reported (or the proxy saw) at `at`; older reports than
     /// the one kept change nothing. `false` when the hub knows no such server.
     pub fn record_activity(&self, key: &ServerKey, at: Timestamp) -> bool {
