@@ -551,7 +551,8 @@ impl DockerSpawner {
         let key = request.key();
         self.ensure_image(&key, &request.profile.image, progress)
             .await?;
-        let prepared = self.prepare_volumes(request).await?;
+        let kept = self.kept_volumes(request).await?;
+        let prepared = self.prepare_volumes(request, &kept).await?;
         let network_id = self.ensure_network(&key).await?;
         let name = self.name(&key);
         let gpus = self.allocate_gpus(request, &name)?;
@@ -598,6 +599,12 @@ impl DockerSpawner {
                 });
             }
         };
+        // Volumes from before today's naming keep their names (and their data).
+        for mount in &mut spec.host.mounts {
+            if let Some((_, old)) = kept.iter().find(|(new, _)| *new == mount.source) {
+                mount.source.clone_from(old);
+            }
+        }
         // Before the network id replaces its name: the record must not depend on which of
         // two same-named networks this start joined.
         let fingerprint = spec_fingerprint(&spec, &request.env);

@@ -239,6 +239,87 @@ pub fn escape_component(s: &str) -> String {
     out
 }
 
+/// Reverses [`escape_component`]; `None` for text it never writes (so a value has one
+/// reading at most).
+pub fn unescape_component(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b.is_ascii_lowercase() || b.is_ascii_digit() {
+            out.push(b);
+            i += 1;
+        } else if b == b'_' {
+            let hex = s.get(i + 1..i + 3)?;
+            if !hex
+                .bytes()
+                .all(|h| h.is_ascii_digit() || (b'a'..=b'f').contains(&h))
+            {
+                return None;
+            }
+            let v = u8::from_str_radix(hex, 16).ok()?;
+            // The escape is only ever written for bytes other than a-z and 0-9.
+            if v.is_ascii_lowercase() || v.is_ascii_digit() {
+                return None;
+            }
+            out.push(v);
+            i += 3;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The longest value a placeholder of a volume name takes, in bytes: with the literal text
+/// around it, a name stays well inside the 255 bytes a file name (a volume's directory) may
+/// have, whatever the user name.
+pub const MAX_VALUE_LEN: usize = 96;
+
+/// The value of `{username}` or `{servername}` in a named volume's name: [`escape_component`]
+/// of `s`, so in `[a-z0-9_]` and injective; one longer than [`MAX_VALUE_LEN`] is cut at an
+/// escape's boundary and ends in `__` and 16 hex digits of SHA-256 over `s`. An escape never
+/// writes `__` (`_` is always followed by a hex digit), so a cut value differs from every
+/// whole one, and cut values differ by their 64-bit hash.
+pub fn volume_value(s: &str) -> String {
+    let escaped = escape_component(s);
+    if escaped.len() <= MAX_VALUE_LEN {
+        return escaped;
+    }
+    let room = MAX_VALUE_LEN - 2 - 16;
+    let bytes = escaped.as_bytes();
+    let mut end = 0;
+    while end < bytes.len() {
+        let step = if bytes[end] == b'_' { 3 } else { 1 };
+        if end + step > room {
+            break;
+        }
+        end += step;
+    }
+    let digest = Sha256::digest(s.as_bytes());
+    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{}__{hash}", &escaped[..end])
+}
+
+/// The name of the named volume `source` gives `user`'s server `server`: both placeholders
+/// filled with [`volume_value`]. With the rule profiles are checked by
+/// ([`crate::profile::Template::sharing_problem`]: `{servername}` only with `{username}`, and
+/// placeholders apart by a `-` or `.`), no two (user, server) pairs get one name.
+pub fn volume_name(source: &crate::profile::Template, user: &str, server: &ServerName) -> String {
+    source.render(&volume_value(user), &volume_value(server.as_str()))
+}
+
+/// The name `source` gave the volume before [`volume_name`] (gantry 0.1: the user escaped,
+/// the server name as it is), which two pairs could share; see
+/// [`crate::profile::Template::legacy_readings`].
+pub fn legacy_volume_name(
+    source: &crate::profile::Template,
+    user: &str,
+    server: &ServerName,
+) -> String {
+    source.render(&escape_component(user), server.as_str())
+}
+
 /// The first 8 hex digits of SHA-256 over `user`, a NUL byte and `server`: a short, stable
 /// key for one server. NUL cannot occur in either part, so the input splits one way only.
 pub fn server_hash(user: &str, server: &ServerName) -> String {

@@ -291,6 +291,15 @@ enum Part {
     Server,
 }
 
+/// A placeholder as written in a template.
+fn placeholder_text(part: &Part) -> &'static str {
+    match part {
+        Part::User => "{username}",
+        Part::Server => "{servername}",
+        Part::Text(_) => "text",
+    }
+}
+
 /// Why a template was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
@@ -363,6 +372,123 @@ impl Template {
                 Part::Server => servername,
             })
             .collect()
+    }
+
+    /// Why this source could give two (user, server) pairs one volume or directory, or
+    /// `None`: `{servername}` without `{username}` (every user's server of that name would
+    /// share it), or two placeholders with no `separators` byte in the text between them
+    /// (`{username}_{servername}` reads two ways). Named volumes' values are escaped into
+    /// `[a-z0-9_]`, so `-` and `.` separate them; host paths hold the names as they are, so
+    /// only `/` does.
+    pub fn sharing_problem(&self, separators: &[u8]) -> Option<String> {
+        let has = |want: &Part| self.parts.iter().any(|p| p == want);
+        if has(&Part::Server) && !has(&Part::User) {
+            return Some(
+                "uses {servername} without {username}: every user's server of that name would share it"
+                    .to_owned(),
+            );
+        }
+        let mut last_placeholder = None;
+        let mut apart = true;
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => apart |= t.bytes().any(|b| separators.contains(&b)),
+                placeholder => {
+                    if let Some(previous) = last_placeholder
+                        && !apart
+                    {
+                        return Some(format!(
+                            "{} and {} are not kept apart by {} in the text between them, so two users' names could read as one",
+                            placeholder_text(previous),
+                            placeholder_text(placeholder),
+                            separators
+                                .iter()
+                                .map(|b| format!("'{}'", char::from(*b)))
+                                .collect::<Vec<_>>()
+                                .join(" or ")
+                        ));
+                    }
+                    last_placeholder = Some(placeholder);
+                    apart = false;
+                }
+            }
+        }
+        None
+    }
+
+    /// How many (user, server) pairs the gantry 0.1 naming
+    /// ([`crate::names::legacy_volume_name`]) gives the name `name` (at most 2 are counted):
+    /// a volume of that naming is its one pair's only when this is 1.
+    pub fn legacy_readings(&self, name: &str) -> usize {
+        let mut found = Vec::new();
+        self.read_legacy(&self.parts, name, None, None, &mut found);
+        found.len()
+    }
+
+    fn read_legacy<'a>(
+        &self,
+        parts: &[Part],
+        rest: &'a str,
+        user: Option<&'a str>,
+        server: Option<&'a str>,
+        found: &mut Vec<(Option<String>, Option<String>)>,
+    ) {
+        if found.len() >= 2 {
+            return;
+        }
+        let Some((first, tail)) = parts.split_first() else {
+            if !rest.is_empty() {
+                return;
+            }
+            let user = match user {
+                Some(escaped) => match crate::names::unescape_component(escaped) {
+                    Some(user) if !user.is_empty() => Some(user),
+                    _ => return,
+                },
+                None => None,
+            };
+            if let Some(server) = server
+                && crate::names::ServerName::new(server).is_err()
+            {
+                return;
+            }
+            let pair = (user, server.map(str::to_owned));
+            if !found.contains(&pair) {
+                found.push(pair);
+            }
+            return;
+        };
+        match first {
+            Part::Text(t) => {
+                if let Some(after) = rest.strip_prefix(t.as_str()) {
+                    self.read_legacy(tail, after, user, server, found);
+                }
+            }
+            Part::User | Part::Server => {
+                let bound = if *first == Part::User { user } else { server };
+                if let Some(value) = bound {
+                    if let Some(after) = rest.strip_prefix(value) {
+                        self.read_legacy(tail, after, user, server, found);
+                    }
+                    return;
+                }
+                let allowed = |b: u8| {
+                    b.is_ascii_lowercase()
+                        || b.is_ascii_digit()
+                        || b == b'_'
+                        || (*first == Part::Server && (b == b'-' || b == b'.'))
+                };
+                let run = rest.bytes().take_while(|b| allowed(*b)).count();
+                for end in 0..=run {
+                    let (value, after) = rest.split_at(end);
+                    if *first == Part::User {
+                        self.read_legacy(tail, after, Some(value), server, found);
+                    } else {
+                        self.read_legacy(tail, after, user, Some(value), found);
+                    }
+                }
+            }
+        }
     }
 
     /// The literal text, placeholders left out.
@@ -804,6 +930,23 @@ impl ProfileConfig {
                         format!("{:?} is not a valid {} source", v.source, kind_word(v.kind)),
                         fix,
                     );
+                }
+            }
+            if let Some(s) = &source {
+                let separators: &[u8] = match v.kind {
+                    VolumeKind::Bind => b"/",
+                    VolumeKind::Volume => b"-.",
+                };
+                if let Some(problem) = s.sharing_problem(separators) {
+                    let fix = match v.kind {
+                        VolumeKind::Bind => {
+                            "put each placeholder in its own path segment, e.g. \"/srv/homes/{username}/{servername}\""
+                        }
+                        VolumeKind::Volume => {
+                            "write e.g. \"gantry-{username}-{servername}\", or \"gantry-home-{username}\" for one volume per user"
+                        }
+                    };
+                    out.push(&field("source"), problem, fix);
                 }
             }
             if let (Some(source), Some(target)) = (source, target) {

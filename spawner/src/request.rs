@@ -41,7 +41,7 @@ use std::net::IpAddr;
 use crate::config::{GpuStyle, SpawnSettings};
 use crate::gpu::{DeviceId, GpuCount, GpuHold, hold_labels};
 use crate::labels;
-use crate::names::{Identity, ServerName, container_name, escape_component};
+use crate::names::{Identity, ServerName, container_name, volume_name};
 use crate::ports::SparkPorts;
 use crate::profile::{Profile, RunAs, SparkAttach, SparkNetworking, VolumeKind};
 
@@ -272,7 +272,7 @@ pub fn container_spec(
         let source = match v.kind {
             VolumeKind::Bind => v.source.render(user, server_str),
             VolumeKind::Volume => {
-                let name = v.source.render(&escape_component(user), server_str);
+                let name = volume_name(&v.source, user, server);
                 if name.len() < 2 || !crate::profile::is_docker_name(&name) {
                     return Err(SpecError::BadVolumeName(name));
                 }

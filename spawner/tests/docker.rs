@@ -1522,3 +1522,82 @@ async fn a_kept_gpu_container_restarts_on_free_gpus_or_is_recreated() -> Result<
     assert_eq!(h.container_count().await?, 2, "the old container is gone");
     Ok(())
 }
+
+/// Upgrading the volume naming loses nothing: a per-user volume named the gantry 0.1 way
+/// (the server name as it is, today escaped: `my-proj` was `my-proj`, is `my_2dproj`) stays
+/// attached to its server when gantry made it for that user (labelled) or when its name reads
+/// as that user's server only (the engine made it, unlabelled). One labelled as another
+/// user's is not taken: the server gets a fresh volume of today's name.
+#[tokio::test]
+async fn volumes_named_before_the_escaped_server_names_stay_with_their_servers() -> Result<()> {
+    let profile = format!(
+        "[profiles.data]\ndisplay_name = \"Data\"\nimage = \"{IMAGE}\"\n{HTTPD}\n\
+         volumes = [{{ type = \"volume\", source = \"@instance@-d-{{username}}-{{servername}}\", \
+         target = \"/data\" }}]\n"
+    );
+    let h = Harness::new("legacyvol", "", &profile).await?;
+    let old = |user: &str, server: &str| format!("{}-d-{user}-{server}", h.instance);
+    let populate = |name: &str, owner: Option<&str>, file: &str| -> Result<()> {
+        let instance_label = format!("{}={}", labels::INSTANCE, h.instance);
+        let mut args = vec!["volume", "create", "--label", instance_label.as_str()];
+        let owner_label = owner.map(|o| format!("{}={o}", labels::OWNER));
+        if let Some(label) = &owner_label {
+            args.extend(["--label", label.as_str()]);
+        }
+        args.push(name);
+        docker_cli(&args)?;
+        docker_cli(&[
+            "run",
+            "--rm",
+            "--label",
+            &instance_label,
+            "-v",
+            &format!("{name}:/v"),
+            IMAGE,
+            "sh",
+            "-c",
+            &format!("echo kept > /v/{file}"),
+        ])?;
+        Ok(())
+    };
+    populate(&old("alice", "my-proj"), Some("alice"), "alices")?;
+    populate(&old("bob", "x.y"), None, "bobs")?;
+    populate(&old("carol", "p-q"), Some("mallory"), "mallorys")?;
+
+    for (user, server, file, kept) in [
+        ("alice", "my-proj", "alices", true),
+        ("bob", "x.y", "bobs", true),
+        ("carol", "p-q", "mallorys", false),
+    ] {
+        let record = h
+            .spawner
+            .start(&h.request(user, server, "data"), ProgressSender::discard())
+            .await?;
+        let mounted = docker_cli(&[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Name}}{{end}}",
+            &record.backend_id,
+        ])?;
+        let seen = docker_cli(&[
+            "exec",
+            &record.backend_id,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            &format!("cat /data/{file} 2>/dev/null || echo missing"),
+        ])?;
+        if kept {
+            assert_eq!(mounted, old(user, server), "{user}/{server}");
+            assert_eq!(seen, "kept", "{user}/{server}");
+        } else {
+            assert_eq!(
+                mounted,
+                format!("{}-d-{user}-p_2dq", h.instance),
+                "{user}/{server}"
+            );
+            assert_eq!(seen, "missing", "{user}/{server}");
+        }
+    }
+    Ok(())
+}

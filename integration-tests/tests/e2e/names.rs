@@ -85,3 +85,29 @@ async fn a_user_named_outside_ascii_is_created_read_started_reached_and_deleted(
     assert_eq!(root.get(&user).send().await?.status(), 404);
     Ok(())
 }
+
+/// The probe of issue 20: under `source = "lab-{username}_{servername}"`, user `cva`'s server
+/// `2eb_` mounted `lab-cva_2eb_`, the volume of `cva.b`'s default server. Such a source is
+/// refused before anything starts, naming the key and the fix; `{servername}` without
+/// `{username}` likewise.
+#[tokio::test]
+async fn a_volume_source_two_servers_could_share_is_refused() -> anyhow::Result<()> {
+    for (source, says) in [
+        ("lab-{username}_{servername}", "not kept apart"),
+        ("lab-{servername}", "without {username}"),
+    ] {
+        let gantry = gantry_integration_tests::TestGantry::new(&format!(
+            "[docker]\ninstance = \"gt-names\"\n\
+             [profiles.lab]\ndisplay_name = \"Lab\"\nimage = \"busybox\"\n\
+             volumes = [{{ type = \"volume\", source = \"{source}\", target = \"/home/jovyan\" }}]\n"
+        ))?;
+        let (code, out, err) = gantry.command(&["check-config"], "")?;
+        assert_ne!(code, 0, "{source}: {out}{err}");
+        assert!(
+            err.contains("profiles.lab.volumes[0].source") && err.contains(says),
+            "{source}: {err}"
+        );
+        assert!(err.contains("fix:"), "{err}");
+    }
+    Ok(())
+}

@@ -52,7 +52,7 @@ use futures_util::StreamExt;
 
 use super::{DockerError, DockerSpawner, is_status};
 use crate::labels;
-use crate::names::{ServerName, escape_component};
+use crate::names::{ServerName, legacy_volume_name, volume_name};
 use crate::profile::{Profile, VolumeKind, is_docker_name};
 use crate::request::USERS_GID;
 use crate::spawner::{ServerKey, SpawnError, SpawnRequest};
@@ -73,19 +73,37 @@ pub(crate) struct UserVolume {
 /// placed as [`crate::request::container_spec`] names and places them. A volume whose name
 /// comes out invalid is left out: building the container's request refuses it right after.
 pub(crate) fn user_volumes(profile: &Profile, user: &str, server: &ServerName) -> Vec<UserVolume> {
-    let server = server.as_str();
     profile
         .volumes
         .iter()
         .filter(|v| v.kind == VolumeKind::Volume && !v.read_only)
         // Per-user: the name depends on the user name.
-        .filter(|v| v.source.render("a", server) != v.source.render("b", server))
+        .filter(|v| v.source.render("a", server.as_str()) != v.source.render("b", server.as_str()))
         .filter_map(|v| {
-            let name = v.source.render(&escape_component(user), server);
+            let name = volume_name(&v.source, user, server);
             (name.len() >= 2 && is_docker_name(&name)).then(|| UserVolume {
                 name,
-                target: v.target.render(user, server),
+                target: v.target.render(user, server.as_str()),
             })
+        })
+        .collect()
+}
+
+/// The per-user named volumes of `profile` for `user`'s server `server` whose gantry 0.1 name
+/// ([`legacy_volume_name`]) differs from today's, as (today's name, the old one).
+pub(crate) fn renamed_volumes(
+    profile: &Profile,
+    user: &str,
+    server: &ServerName,
+) -> Vec<(String, String, crate::profile::Template)> {
+    profile
+        .volumes
+        .iter()
+        .filter(|v| v.kind == VolumeKind::Volume)
+        .filter_map(|v| {
+            let new = volume_name(&v.source, user, server);
+            let old = legacy_volume_name(&v.source, user, server);
+            (new != old).then(|| (new, old, v.source.clone()))
         })
         .collect()
 }
@@ -120,6 +138,7 @@ impl DockerSpawner {
     pub(super) async fn prepare_volumes(
         &self,
         request: &SpawnRequest,
+        kept: &[(String, String)],
     ) -> Result<Vec<String>, SpawnError> {
         let Some(uid) = request.identity.uid else {
             return Ok(Vec::new());
@@ -131,7 +150,10 @@ impl DockerSpawner {
         let gid = request.identity.gid.unwrap_or(USERS_GID);
         let key = request.key();
         let mut prepared = Vec::new();
-        for volume in user_volumes(&request.profile, user, &request.server) {
+        for mut volume in user_volumes(&request.profile, user, &request.server) {
+            if let Some((_, old)) = kept.iter().find(|(new, _)| *new == volume.name) {
+                volume.name.clone_from(old);
+            }
             let fresh = self.ensure_volume(&key, &volume.name).await?;
             self.chown_volume(&key, &request.profile.image, &volume, (uid, gid), fresh)
                 .await?;
@@ -141,6 +163,54 @@ impl DockerSpawner {
     }
 
     /// Creates volume `name` unless it exists; returns whether it created it.
+    /// The per-user volumes of `request` that keep their gantry 0.1 name, as (today's name,
+    /// the old one): those whose new name the engine lacks and whose old name it has, either
+    /// labelled as this user's in this instance (gantry created it) or, unlabelled (the
+    /// engine created it), readable as this (user, server) only
+    /// ([`crate::profile::Template::legacy_readings`]). An old name two pairs could share is
+    /// left alone with its data: it cannot be told whose it is.
+    pub(super) async fn kept_volumes(
+        &self,
+        request: &SpawnRequest,
+    ) -> Result<Vec<(String, String)>, SpawnError> {
+        let key = request.key();
+        let mut kept = Vec::new();
+        for (new, old, source) in renamed_volumes(&request.profile, &key.user, &request.server) {
+            if self.volume_labels(&key, &new).await?.is_some() {
+                continue;
+            }
+            let Some(found) = self.volume_labels(&key, &old).await? else {
+                continue;
+            };
+            let ours = match found.get(labels::OWNER) {
+                Some(owner) => {
+                    *owner == key.user
+                        && found
+                            .get(labels::INSTANCE)
+                            .is_some_and(|i| *i == self.settings.instance.to_string())
+                }
+                None => source.legacy_readings(&old) == 1,
+            };
+            if ours {
+                kept.push((new, old));
+            }
+        }
+        Ok(kept)
+    }
+
+    /// The labels of the volume `name`; `None` if the engine has no such volume.
+    async fn volume_labels(
+        &self,
+        key: &ServerKey,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, SpawnError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(volume) => Ok(Some(volume.labels)),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(Self::engine(key, None, "inspect volume", e)),
+        }
+    }
+
     async fn ensure_volume(&self, key: &ServerKey, name: &str) -> Result<bool, SpawnError> {
         match self.docker.inspect_volume(name).await {
             Ok(_) => return Ok(false),

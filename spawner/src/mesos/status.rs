@@ -23,7 +23,9 @@
 //! | `TASK_UNKNOWN` | `Absent`: the master has no record of it |
 //! | a state newer than this code | `Starting`: not known to have ended |
 
-use crate::names::{Instance, ProfileId, ServerName, container_name, server_hash};
+use crate::names::{
+    Instance, ProfileId, ServerName, container_name, server_hash, unescape_component as unescape,
+};
 use crate::spawner::{ServerKey, ServerStatus};
 
 use super::proto::TaskState;
@@ -62,37 +64,6 @@ pub fn parse_task_id(instance: &Instance, id: &str) -> Option<(ServerKey, Profil
         return None;
     }
     Some((ServerKey { user, server }, profile))
-}
-
-/// Reverses [`crate::names::escape_component`]; `None` for text it never writes.
-fn unescape(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b.is_ascii_lowercase() || b.is_ascii_digit() {
-            out.push(b);
-            i += 1;
-        } else if b == b'_' {
-            let hex = s.get(i + 1..i + 3)?;
-            if !hex
-                .bytes()
-                .all(|h| h.is_ascii_digit() || (b'a'..=b'f').contains(&h))
-            {
-                return None;
-            }
-            let v = u8::from_str_radix(hex, 16).ok()?;
-            // The escape is only ever written for bytes other than a-z and 0-9.
-            if v.is_ascii_lowercase() || v.is_ascii_digit() {
-                return None;
-            }
-            out.push(v);
-            i += 3;
-        } else {
-            return None;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The server's status for a task in `state` (`None`: launched, no update yet), reachable at

@@ -174,3 +174,101 @@ proptest! {
         prop_assert_ne!(strip(&n1), strip(&n2));
     }
 }
+
+/// Volume name templates the profile check lets through (placeholders apart by `-` or `.`,
+/// `{servername}` only with `{username}`).
+const ACCEPTED_TEMPLATES: [&str; 4] = [
+    "lab-{username}-{servername}",
+    "{username}.{servername}",
+    "home-{username}",
+    "{servername}-x-{username}_data",
+];
+
+fn long_user_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        user_name(),
+        // Up to the longest user name (255 bytes), mostly escaped characters.
+        "[a-z@é秀-]{80,100}",
+        "[a-z]{90,110}",
+    ]
+}
+
+proptest! {
+    /// No two (user, server) pairs share a volume name under any accepted template, and every
+    /// value stays within its bound; names of any length, case, separator or script.
+    #[test]
+    fn volume_names_never_collide_and_stay_bounded(
+        u1 in long_user_name(), s1 in server_name(),
+        u2 in long_user_name(), s2 in server_name(),
+    ) {
+        prop_assume!((&u1, &s1) != (&u2, &s2));
+        for text in ACCEPTED_TEMPLATES {
+            let template = crate::profile::Template::parse(text).unwrap();
+            prop_assert_eq!(template.sharing_problem(b"-."), None);
+            let uses_server = text.contains("{servername}");
+            if !uses_server && u1 == u2 {
+                continue;
+            }
+            let n1 = volume_name(&template, &u1, &s1);
+            let n2 = volume_name(&template, &u2, &s2);
+            prop_assert_ne!(&n1, &n2, "{} for {:?}/{:?} and {:?}/{:?}", text, u1, s1, u2, s2);
+        }
+        for value in [volume_value(&u1), volume_value(s1.as_str())] {
+            prop_assert!(value.len() <= MAX_VALUE_LEN, "{value}");
+            prop_assert!(value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        }
+    }
+}
+
+/// The probe of issue 20: `cva`'s server `2eb_` and `cva.b`'s default server shared
+/// `lab-cva_2eb_` under `lab-{username}_{servername}`. That template is refused now, its old
+/// name reads two ways (so an upgrade leaves such a volume alone), and the accepted spelling
+/// keeps the two apart.
+#[test]
+fn the_shared_volume_of_the_probe_is_refused_and_read_two_ways() {
+    let probe = crate::profile::Template::parse("lab-{username}_{servername}").unwrap();
+    let cva = ServerName::new("2eb_").unwrap();
+    let default = ServerName::default_server();
+    assert_eq!(legacy_volume_name(&probe, "cva", &cva), "lab-cva_2eb_");
+    assert_eq!(
+        legacy_volume_name(&probe, "cva.b", &default),
+        "lab-cva_2eb_"
+    );
+    assert!(probe.sharing_problem(b"-.").is_some());
+    assert_eq!(probe.legacy_readings("lab-cva_2eb_"), 2);
+
+    let fixed = crate::profile::Template::parse("lab-{username}-{servername}").unwrap();
+    assert_ne!(
+        volume_name(&fixed, "cva", &cva),
+        volume_name(&fixed, "cva.b", &default)
+    );
+    // An old name of that template reads one way, so it is that pair's: kept at upgrade.
+    let project = ServerName::new("my-proj").unwrap();
+    let old = legacy_volume_name(&fixed, "alice", &project);
+    assert_eq!(old, "lab-alice-my-proj");
+    assert_eq!(fixed.legacy_readings(&old), 1);
+    assert_eq!(
+        volume_name(&fixed, "alice", &project),
+        "lab-alice-my_2dproj"
+    );
+    // Names without `-`, `_` or `.` are what they were.
+    let plain = ServerName::new("gpu2").unwrap();
+    assert_eq!(
+        volume_name(&fixed, "alice", &plain),
+        legacy_volume_name(&fixed, "alice", &plain)
+    );
+}
+
+#[test]
+fn a_long_value_is_cut_and_hashed() {
+    let long = "é".repeat(100);
+    let value = volume_value(&long);
+    assert_eq!(value.len(), MAX_VALUE_LEN, "{value}");
+    let (kept, hash) = value.split_once("__").unwrap();
+    assert_eq!(kept.len() % 3, 0, "cut at an escape's boundary: {value}");
+    assert_eq!(hash.len(), 16);
+    let odd = volume_value(&format!("a{}", "é".repeat(100)));
+    assert!(odd.len() <= MAX_VALUE_LEN && odd.split_once("__").unwrap().0.len() % 3 == 1);
+    assert_ne!(value, volume_value(&"é".repeat(99)));
+    assert_eq!(volume_value("alice"), "alice");
+}

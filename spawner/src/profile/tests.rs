@@ -295,3 +295,27 @@ fn on_stop_defaults_to_remove_and_takes_keep() {
         );
     }
 }
+
+#[test]
+fn volume_sources_that_could_be_shared_are_refused() {
+    let problem =
+        |text: &str, separators: &[u8]| Template::parse(text).unwrap().sharing_problem(separators);
+    for ok in [
+        "gantry-{username}",
+        "lab-{username}-{servername}",
+        "{username}.{servername}",
+        "shared-data",
+    ] {
+        assert_eq!(problem(ok, b"-."), None, "{ok}");
+    }
+    for bad in [
+        "lab-{username}_{servername}",
+        "{username}{servername}",
+        "lab-{servername}",
+    ] {
+        assert!(problem(bad, b"-.").is_some(), "{bad}");
+    }
+    assert_eq!(problem("/srv/homes/{username}/{servername}", b"/"), None);
+    assert!(problem("/srv/homes/{username}-{servername}", b"/").is_some());
+    assert!(problem("/srv/projects/{servername}", b"/").is_some());
+}
