@@ -111,3 +111,64 @@ async fn a_volume_source_two_servers_could_share_is_refused() -> anyhow::Result<
     }
     Ok(())
 }
+
+/// The probe of issue 20: a 255-byte user name (the longest there is) was accepted, but its
+/// server could never start: the engine refused its volume's name as too long. The volume's
+/// value is bounded now, and the server starts.
+#[tokio::test]
+async fn the_longest_user_name_gets_a_server_with_its_own_volume() -> anyhow::Result<()> {
+    let image = ensure_busybox_image()?;
+    let instance = format!("gt-e2e-longname-{}", std::process::id());
+    let _cleanup = DockerCleanup::new(&instance);
+    // Any HTTP answer counts as ready; a 255-byte name is too long for a path segment of
+    // the container's file system, so the server serves nothing under it.
+    let script = "exec /bin/busybox httpd -f -p 8888 -h /www";
+    let mut gantry = gantry_integration_tests::TestGantry::new(&format!(
+        "[docker]\ninstance = \"{instance}\"\nnetwork = \"{instance}\"\n\
+         [profiles.tiny]\ndisplay_name = \"Tiny\"\nimage = \"{image}\"\n\
+         cmd = [\"/bin/busybox\", \"sh\", \"-c\", \"{script}\"]\n\
+         volumes = [{{ type = \"volume\", source = \"{instance}-home-{{username}}\", target = \"/home/me\" }}]\n"
+    ))?;
+    gantry.add_user("root", crate::gate::PASSWORD, true)?;
+    gantry.start().await?;
+    let (root, xsrf) = login(&gantry, "root").await?;
+    let base = gantry.url();
+    let long = format!("{}a", "é".repeat(127));
+    assert_eq!(long.len(), 255);
+    let segment = format!("{}a", "%C3%A9".repeat(127));
+    let user = format!("{base}/hub/api/users/{segment}");
+    let created = root
+        .post(&user)
+        .header("origin", &base)
+        .header("x-xsrftoken", &xsrf)
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(created.status(), 201);
+    let started = root
+        .post(format!("{user}/server"))
+        .header("origin", &base)
+        .header("x-xsrftoken", &xsrf)
+        .json(&json!({"profile": "tiny"}))
+        .send()
+        .await?;
+    assert_eq!(started.status(), 202);
+    ready(&gantry, &root, &segment, "").await?;
+    let volumes = std::process::Command::new("docker")
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name={instance}-home-"),
+        ])
+        .output()?;
+    let volumes = String::from_utf8(volumes.stdout)?;
+    let names: Vec<&str> = volumes.split_whitespace().collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].contains("__"), "a cut value: {}", names[0]);
+    std::process::Command::new("docker")
+        .args(["volume", "rm", "-f", names[0]])
+        .output()?;
+    Ok(())
+}
