@@ -4,6 +4,10 @@
 //! The spawner never depends on the `auth` crate. The composing binary turns an authenticated
 //! user into an [`Identity`] (a name, groups and, when known, a UID and GID) and passes it in.
 //!
+//! Every name derived from (user, server) comes from here: container names, named volumes'
+//! names ([`volume_name`]), OAuth client ids ([`oauth_client_id`]) and URL path segments
+//! ([`url_path_segment`]); each is injective by construction, as its documentation shows.
+//!
 //! # Container names
 //!
 //! Docker container names must match `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, while user names may hold
@@ -318,6 +322,56 @@ pub fn legacy_volume_name(
     server: &ServerName,
 ) -> String {
     source.render(&escape_component(user), server.as_str())
+}
+
+/// The characters of a user name a URL path carries as they are: ASCII letters and digits and
+/// `-` `_` `.` `~` `@` `+` (JupyterHub's `url_escape_path` keeps `@` and `~`; `+` is literal
+/// in a path). Everything else, every non-ASCII letter included, is percent-encoded.
+const PATH_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'@')
+    .remove(b'+');
+
+/// A user name as one URL path segment, as JupyterHub writes it: `ü` is `%C3%BC`, `alice`
+/// stays `alice`.
+pub fn url_path_segment(user: &str) -> String {
+    percent_encoding::utf8_percent_encode(user, PATH_KEEP).collect()
+}
+
+/// The characters of a user name an OAuth client id carries as they are: ASCII letters,
+/// digits, `_`, `.` and `~`; not `-`, which separates the id's fields.
+const CLIENT_ID_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// A server's OAuth client id, in JupyterHub's layout: `jupyterhub-user-<user>` for the
+/// default server, `jupyterhub-user-<user>-<server>` for a named one. The user name is
+/// percent-encoded except for ASCII letters, digits, `_`, `.` and `~`, so it holds no `-` and
+/// the first `-` after the prefix always ends it: ids are unique per (user, server) (user
+/// `alice-x`'s default server and alice's server `x` do not share one), and they are valid
+/// cookie names (`jupyterhub-singleuser` names its cookie after its client id). Server names
+/// are slugs already. Names of ASCII letters, digits, `_` and `.` keep JupyterHub's ids.
+pub fn oauth_client_id(user: &str, server: &ServerName) -> String {
+    let user = percent_encoding::utf8_percent_encode(user, CLIENT_ID_KEEP);
+    if server.is_default() {
+        format!("jupyterhub-user-{user}")
+    } else {
+        format!("jupyterhub-user-{user}-{}", server.as_str())
+    }
+}
+
+/// The client id releases before 0.2 gave a server, unescaped: what a server adopted after
+/// the upgrade still presents. Two servers may share it.
+pub fn legacy_oauth_client_id(user: &str, server: &ServerName) -> String {
+    if server.is_default() {
+        format!("jupyterhub-user-{user}")
+    } else {
+        format!("jupyterhub-user-{user}-{}", server.as_str())
+    }
 }
 
 /// The first 8 hex digits of SHA-256 over `user`, a NUL byte and `server`: a short, stable

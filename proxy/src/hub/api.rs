@@ -14,6 +14,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use gantry_spawner::names::url_path_segment;
 use gantry_spawner::{Identity, ServerKey, ServerName};
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,9 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::oauth::{OAuthState, client_id, redirect_uri, server_token_note};
 use super::request::read_json;
 use super::response::{self, HubError};
-use super::servers::{
-    Claimed, Phase, ServerError, Servers, StartOutcome, server_url_prefix, user_path_segment,
-};
+use super::servers::{Claimed, Phase, ServerError, Servers, StartOutcome, server_url_prefix};
 use super::spawn_request::SpawnRequest;
 use super::{Caller, Hub};
 use crate::errors::ResponseBody;
@@ -538,7 +537,7 @@ impl Hub {
             if key.server.is_default() && !pending.is_null() {
                 model["pending"] = pending.clone();
             }
-            let segment = user_path_segment(user.name.as_str());
+            let segment = url_path_segment(user.name.as_str());
             let progress_url = if key.server.is_default() {
                 format!("/hub/api/users/{segment}/server/progress")
             } else {
@@ -734,7 +733,7 @@ impl Hub {
         set("JUPYTERHUB_API_URL", api.clone());
         set(
             "JUPYTERHUB_ACTIVITY_URL",
-            format!("{api}/users/{}/activity", user_path_segment(&key.user)),
+            format!("{api}/users/{}/activity", url_path_segment(&key.user)),
         );
         set(
             "JUPYTERHUB_SERVICE_URL",

@@ -49,34 +49,15 @@ pub(super) fn server_token_note(key: &ServerKey) -> String {
     format!("server token: {}/{}", key.user, key.server.as_str())
 }
 
-/// A server's OAuth client id, in JupyterHub's layout: `jupyterhub-user-<user>` for the
-/// default server, `jupyterhub-user-<user>-<server>` for a named one. The user name is
-/// percent-encoded except for ASCII letters, digits, `_`, `.` and `~`, so it holds no `-` and
-/// the first `-` after the prefix always ends it: ids are unique per (user, server) (user
-/// `alice-x`'s default server and alice's server `x` no longer share one), and they are
-/// valid cookie names (`jupyterhub-singleuser` names its cookie after its client id). Server
-/// names are slugs already. Names of ASCII letters, digits, `_` and `.` keep JupyterHub's ids.
+/// A server's OAuth client id ([`gantry_spawner::names::oauth_client_id`]).
 pub(super) fn client_id(key: &ServerKey) -> String {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    let user = percent_encoding::utf8_percent_encode(&key.user, KEEP);
-    if key.server.is_default() {
-        format!("jupyterhub-user-{user}")
-    } else {
-        format!("jupyterhub-user-{user}-{}", key.server.as_str())
-    }
+    gantry_spawner::names::oauth_client_id(&key.user, &key.server)
 }
 
 /// The client id releases before 0.2 gave a server, unescaped: what a server adopted after
 /// the upgrade still presents. It may collide; see [`OAuthState::adopt`].
 fn legacy_client_id(key: &ServerKey) -> String {
-    if key.server.is_default() {
-        format!("jupyterhub-user-{}", key.user)
-    } else {
-        format!("jupyterhub-user-{}-{}", key.user, key.server.as_str())
-    }
+    gantry_spawner::names::legacy_oauth_client_id(&key.user, &key.server)
 }
 
 /// The one redirect URI a server's client may use (relative, as JupyterHub registers it).

@@ -216,28 +216,12 @@ pub fn server_prefix(key: &ServerKey) -> String {
     }
 }
 
-/// The characters of a user name a URL path carries as they are: ASCII letters and digits and
-/// `-` `_` `.` `~` `@` `+` (JupyterHub's `url_escape_path` keeps `@` and `~`; `+` is literal
-/// in a path). Everything else, every non-ASCII letter included, is percent-encoded.
-const PATH_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'@')
-    .remove(b'+');
-
-/// A user name as one URL path segment: `ü` is `%C3%BC`, `alice` stays `alice`.
-pub fn user_path_segment(user: &str) -> String {
-    percent_encoding::utf8_percent_encode(user, PATH_KEEP).collect()
-}
-
 /// The URL path of a server, [`server_prefix`] with the user name percent-encoded as
 /// JupyterHub does: what links, the REST API's `url` fields and the server's
 /// `JUPYTERHUB_SERVICE_PREFIX` carry (a server compares it with the raw request path). The
 /// route itself is [`server_prefix`], since routes match decoded paths.
 pub fn server_url_prefix(key: &ServerKey) -> String {
-    let user = user_path_segment(&key.user);
+    let user = gantry_spawner::names::url_path_segment(&key.user);
     if key.server.is_default() {
         format!("/user/{user}")
     } else {
