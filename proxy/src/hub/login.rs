@@ -201,9 +201,11 @@ impl Hub {
         let passwords = self.passwords.clone();
         let password_owned = password.to_owned();
         let verified = admission
-            .run(move || match hash {
-                Some(hash) => passwords.verify(&password_owned, &hash).unwrap_or(false),
-                None => passwords.verify_absent(&password_owned),
+            .run(move |memory| match hash {
+                Some(hash) => passwords
+                    .verify_in(&password_owned, &hash, memory)
+                    .unwrap_or(false),
+                None => passwords.verify_absent_in(&password_owned, memory),
             })
             .await?;
         let Some(user) = user.filter(|_| verified) else {
@@ -231,7 +233,7 @@ impl Hub {
             let password_owned = password.to_owned();
             if let Ok(Ok(new_hash)) = self
                 .hashing
-                .run(move || passwords.hash(&password_owned))
+                .run(move |memory| passwords.hash_in(&password_owned, memory))
                 .await
             {
                 self.store
@@ -344,7 +346,7 @@ impl Hub {
         let password_owned = password.to_owned();
         let hash = self
             .hashing
-            .run(move || passwords.hash(&password_owned))
+            .run(move |memory| passwords.hash_in(&password_owned, memory))
             .await?;
         let hash = match hash {
             Ok(hash) => hash,

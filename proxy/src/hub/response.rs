@@ -115,7 +115,7 @@ impl HubError {
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::HashingBusy(super::hashing::HashError::Busy { .. })
             | Self::OidcLoginsFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::HashingBusy(super::hashing::HashError::Failed(_)) => {
+            Self::HashingBusy(super::hashing::HashError::Failed) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::Oidc(error) => error.status(),
@@ -143,7 +143,7 @@ impl HubError {
             Self::HashingBusy(super::hashing::HashError::Busy { .. }) => "Too many logins are being checked at this moment; try again in a second.".to_owned(),
             Self::OidcLoginsFull { retry_after_secs, .. } => format!("Too many logins with this provider are in progress; try again in {retry_after_secs} seconds."),
             Self::OidcLoginsFromAddress { retry_after_secs, .. } => format!("Too many logins in progress from your network address; finish one, or try again in {retry_after_secs} seconds."),
-            Self::HashingBusy(super::hashing::HashError::Failed(_)) => "Internal error; the administrator can find the cause in gantry's log.".to_owned(),
+            Self::HashingBusy(super::hashing::HashError::Failed) => "Internal error; the administrator can find the cause in gantry's log.".to_owned(),
             Self::Oidc(error) if error.is_client_error() => {
                 "The login could not be completed; start again from the login page.".to_owned()
             }
