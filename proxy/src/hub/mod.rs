@@ -381,6 +381,7 @@ impl Hub {
     fn count_capped(&self, error: &HubError) {
         let cap = match error {
             HubError::HashingBusy(hashing::HashError::Busy { .. }) => "password_hashing",
+            HubError::UnknownNamesBusy { .. } => "unknown_names",
             HubError::OidcLoginsFull { .. } => "oidc_logins",
             HubError::OidcLoginsFromAddress { .. } => "oidc_logins_per_address",
             HubError::BodyTimeout { .. } => "body_timeout",
