@@ -594,7 +594,9 @@ def render_flood(out: Path):
       f"127.0.0.1 before, halfway through and after the flood. Threads of the measured process: "
       f"{setup.get('threads', '?')}.")
     w("")
-    w(f"Flood: {result['attempts']:,} attempts ({result['attempts_per_second']:,.0f}/s); answers {statuses}.")
+    cpu = result.get("gantry_cpu", {})
+    w(f"Flood: {result['attempts']:,} attempts ({result['attempts_per_second']:,.0f}/s); answers {statuses}. "
+      f"gantry's CPU use: {cpu.get('baseline', 0):.2f} CPUs under the gated load alone, {cpu.get('flood', 0):.2f} during the flood.")
     w("")
 
     def verdict(ok):
@@ -616,6 +618,18 @@ def render_flood(out: Path):
     w(f"| alice's login before | {login['before'].get('seconds', 0):.2f} s (status {login['before'].get('status', '?')}) | | |")
     w(f"| alice's login during the flood | {during_login.get('seconds', 0):.2f} s (status {during_login.get('status', '?')}) | ≤ 5 s, 303 | {verdict(bool(during_login.get('ok')) and during_login.get('seconds', 99) <= 5)} |")
     w(f"| alice's login after | {login['after'].get('seconds', 0):.2f} s (status {login['after'].get('status', '?')}) | | |")
+    control = load(f / "control.json")
+    if control:
+        cg = control["gated"]
+        w("")
+        w(f"Control: the same {control['clients']} clients flooding `GET /hub/health` (a JSON answer from "
+          f"memory, no limit) on a fresh `gantry up`: {control['attempts']:,} requests "
+          f"({control['attempts_per_second']:,.0f}/s); the gated path {cg['baseline']['rate']:,.0f} req/s alone, "
+          f"{cg['during']['rate']:,.0f} req/s during it ({cg['ratio']:.2f}×, p99 {cg['during']['p99_ms']:.1f} ms); "
+          f"gantry's CPU use {control.get('gantry_cpu', {}).get('flood', 0):.2f} CPUs; "
+          f"RSS {m(control['rss_kib']['baseline'])} → peak {m(control['rss_kib']['peak_during'])} MiB. "
+          "What the gated path keeps under the login flood, compared with this, is what logins cost beyond "
+          "any flood of requests on the same CPUs.")
     w(FLOOD_END)
     return "\n".join(lines)
 

@@ -12,6 +12,13 @@
 //!    same gated load meanwhile; the real login again, halfway through;
 //! 3. **after** (`--after` s): nothing, then the memory once more.
 //!
+//! With `--control`, the clients send `GET /hub/health` instead of logins, as fast as they
+//! can: the same number of clients and requests that cost gantry almost nothing, to tell
+//! what the logins cost from what any flood of requests costs on the same CPUs.
+//!
+//! The gated load and the real logins run on threads of their own, so that this tool's own
+//! scheduler does not queue them behind the flood's clients.
+//!
 //! Throughout, gantry's resident memory (`VmRSS` of `--pid`) is sampled every 100 ms. The
 //! flood's answers are counted by status. No figure here is judged: `bench/run` reports them
 //! against the targets.
@@ -79,6 +86,9 @@ struct Args {
     /// Keep-alive connections of the gated load.
     #[arg(long, default_value_t = 8)]
     gated_connections: usize,
+    /// Flood `GET /hub/health` instead of logins (the control).
+    #[arg(long)]
+    control: bool,
     /// Worker threads of this tool.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -318,18 +328,43 @@ async fn flood_client(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let Ok(form) = login_form(&mut sender, args.addr).await else {
-            *counts.entry("form_error".into()).or_default() += 1;
-            continue;
+        let form = if args.control {
+            None
+        } else {
+            let Ok(form) = login_form(&mut sender, args.addr).await else {
+                *counts.entry("form_error".into()).or_default() += 1;
+                continue;
+            };
+            Some(form)
         };
         while !stop.load(Ordering::Relaxed) {
             attempt += 1;
+            let Some(form) = &form else {
+                let Ok(request) = Request::get("/hub/health")
+                    .header(header::HOST, args.addr.to_string())
+                    .body(Full::new(Bytes::new()))
+                else {
+                    break 'connection;
+                };
+                match send(&mut sender, request).await {
+                    Ok((response, _)) => {
+                        *counts
+                            .entry(response.status().as_u16().to_string())
+                            .or_default() += 1;
+                    }
+                    Err(_) => {
+                        *counts.entry("error".into()).or_default() += 1;
+                        continue 'connection;
+                    }
+                }
+                continue;
+            };
             let name = if attempt.is_multiple_of(2) && !args.known.is_empty() {
                 args.known[(index + attempt) % args.known.len()].clone()
             } else {
                 format!("nobody-{index}-{attempt}")
             };
-            let Ok(request) = post_login(args.addr, &form, &name, "wrong password") else {
+            let Ok(request) = post_login(args.addr, form, &name, "wrong password") else {
                 break 'connection;
             };
             match send(&mut sender, request).await {
@@ -354,6 +389,26 @@ async fn flood_client(
     }
 }
 
+/// Runs `future` on a current-thread runtime of its own OS thread, so the measuring clients
+/// (the gated load, the real login) are not scheduled behind the flood's 200 tasks in this
+/// tool's own runtime: they compete with them only as threads, for the CPUs.
+async fn on_own_thread<F>(future: F) -> anyhow::Result<serde_json::Value>
+where
+    F: std::future::Future<Output = serde_json::Value> + Send + 'static,
+{
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("measure".into())
+        .spawn(move || {
+            let value = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|runtime| runtime.block_on(future));
+            let _ = done.send(value);
+        })?;
+    Ok(result.await??)
+}
+
 /// `VmRSS` of `pid` in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -361,6 +416,23 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// CPU seconds (user + system) `pid` has used, from `/proc/<pid>/stat` in clock ticks of
+/// 1/100 s (Linux's `USER_HZ`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are the 14th and 15th fields; 12th and 13th after the name.
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// Samples the memory every 100 ms until `stop`; the peak in KiB.
@@ -375,14 +447,20 @@ async fn watch(pid: u32, stop: Arc<AtomicBool>) -> u64 {
 
 async fn run(args: Arc<Args>) -> anyhow::Result<serde_json::Value> {
     let rss_start = rss_kib(args.pid).context("cannot read the gantry process's memory")?;
-    let login_before = real_login(&args).await;
-    let base = gated(Arc::clone(&args), args.baseline).await;
+    let login_before = {
+        let args = Arc::clone(&args);
+        on_own_thread(async move { real_login(&args).await }).await?
+    };
+    let cpu_0 = cpu_seconds(args.pid);
+    let base = on_own_thread(gated(Arc::clone(&args), args.baseline)).await?;
+    let cpu_base = (cpu_seconds(args.pid) - cpu_0) / args.baseline;
     let rss_baseline = rss_kib(args.pid).unwrap_or(0);
 
     let stop = Arc::new(AtomicBool::new(false));
     let statuses = Arc::new(Mutex::new(BTreeMap::new()));
     let watcher = tokio::spawn(watch(args.pid, Arc::clone(&stop)));
     let started = Instant::now();
+    let cpu_1 = cpu_seconds(args.pid);
     let clients: Vec<_> = (0..args.clients)
         .map(|i| {
             tokio::spawn(flood_client(
@@ -393,12 +471,16 @@ async fn run(args: Arc<Args>) -> anyhow::Result<serde_json::Value> {
             ))
         })
         .collect();
-    let during = tokio::spawn(gated(Arc::clone(&args), args.duration));
+    let during = tokio::spawn(on_own_thread(gated(Arc::clone(&args), args.duration)));
     tokio::time::sleep(Duration::from_secs_f64(args.duration / 2.0)).await;
-    let login_during = real_login(&args).await;
-    let during = during.await?;
+    let login_during = {
+        let args = Arc::clone(&args);
+        on_own_thread(async move { real_login(&args).await }).await?
+    };
+    let during = during.await??;
     stop.store(true, Ordering::Relaxed);
     let flood_seconds = started.elapsed().as_secs_f64();
+    let cpu_flood = (cpu_seconds(args.pid) - cpu_1) / flood_seconds;
     for client in clients {
         let _ = client.await;
     }
@@ -411,13 +493,17 @@ async fn run(args: Arc<Args>) -> anyhow::Result<serde_json::Value> {
     stop_after.store(true, Ordering::Relaxed);
     let peak_after = after_watch.await?;
     let rss_after = rss_kib(args.pid).unwrap_or(0);
-    let login_after = real_login(&args).await;
+    let login_after = {
+        let args = Arc::clone(&args);
+        on_own_thread(async move { real_login(&args).await }).await?
+    };
 
     let statuses = statuses.lock().map(|s| s.clone()).unwrap_or_default();
     let attempts: u64 = statuses.values().sum();
     let ratio =
         during["rate"].as_f64().unwrap_or(0.0) / base["rate"].as_f64().unwrap_or(1.0).max(1e-9);
     Ok(json!({
+        "control": args.control,
         "clients": args.clients,
         "addresses": args.addresses,
         "known": args.known.len(),
@@ -435,6 +521,7 @@ async fn run(args: Arc<Args>) -> anyhow::Result<serde_json::Value> {
             "after_seconds": args.after,
         },
         "gated": {"baseline": base, "during": during, "ratio": ratio},
+        "gantry_cpu": {"baseline": cpu_base, "flood": cpu_flood},
         "login": {"before": login_before, "during": login_during, "after": login_after},
     }))
 }
