@@ -29,7 +29,7 @@ pub use oidc::{
     CallbackParams, IdTokenError, OidcConfig, OidcConfigError, OidcError, OidcIdentity,
     OidcProvider, PendingLogin, pkce_challenge_s256,
 };
-pub use password::{PasswordError, PasswordHash, PasswordParams, Passwords};
+pub use password::{HashMemory, PasswordError, PasswordHash, PasswordParams, Passwords};
 pub use ratelimit::{LimitError, Limited, LoginLimiter, LoginLimits, LookupLimiter, RetryAfter};
 pub use redirect::{RedirectError, SafeRedirect, safe_next};
 pub use scope::{Action, Owner, Scope, ScopeError, Scopes};

@@ -4,9 +4,14 @@
 //! one account's password from many addresses is slowed, and one keyed by the client address,
 //! so one address cannot walk through many accounts. IPv6 clients are keyed by their /64
 //! network, since one host usually holds a whole /64 and could otherwise rotate addresses. An
-//! attempt for an account that does not exist counts like any other, so the limits reveal
-//! nothing about which names exist. A refused attempt carries how long to wait, for the
-//! `Retry-After` header of the 429 the caller sends.
+//! attempt for an account that does not exist counts like any other. A refused attempt carries
+//! how long to wait, for the `Retry-After` header of the 429 the caller sends.
+//!
+//! A made-up name is a new account key each time, so the account limit never slows a flood
+//! of them; only the address limit does, and many addresses together pass it. A third,
+//! global budget ([`LoginLimiter::check_unknown`]) bounds the attempts that name no account
+//! with a password, all addresses together, so such a flood cannot take the password hashing
+//! that real users' logins need. The caller checks it once it has looked the name up.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -15,6 +20,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use crate::names::UserName;
@@ -34,16 +40,24 @@ pub struct LoginLimits {
     pub address_per_minute: u32,
     /// Attempts one address may make at once before the per-minute rate applies.
     pub address_burst: u32,
+    /// Attempts per minute naming no account with a password, all addresses together,
+    /// sustained.
+    pub unknown_names_per_minute: u32,
+    /// Such attempts at once before the per-minute rate applies.
+    pub unknown_names_burst: u32,
 }
 
 impl Default for LoginLimits {
-    /// 5 attempts at once then 5 a minute per account; 20 at once then 30 a minute per address.
+    /// 5 attempts at once then 5 a minute per account; 20 at once then 30 a minute per
+    /// address; 30 at once then 60 a minute naming no account, all addresses together.
     fn default() -> Self {
         Self {
             account_per_minute: 5,
             account_burst: 5,
             address_per_minute: 30,
             address_burst: 20,
+            unknown_names_per_minute: 60,
+            unknown_names_burst: 30,
         }
     }
 }
@@ -63,6 +77,8 @@ pub enum Limited {
     Account,
     /// Too many attempts from this address.
     Address,
+    /// Too many attempts naming no account, from all addresses together.
+    UnknownNames,
 }
 
 /// A refused attempt: which limit, and how long until the next attempt can pass.
@@ -83,12 +99,14 @@ impl RetryAfter {
 }
 
 type Keyed<K, C> = RateLimiter<K, DashMapStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// The login limiter. Shared by every login handler; checks take no global lock.
 #[derive(Debug)]
 pub struct LoginLimiter<C: Clock = DefaultClock> {
     accounts: Keyed<UserName, C>,
     addresses: Keyed<IpAddr, C>,
+    unknown_names: Direct<C>,
     clock: C,
 }
 
@@ -119,9 +137,16 @@ impl<C: Clock + Clone> LoginLimiter<C> {
             "address_per_minute",
             "address_burst",
         )?;
+        let unknown_names = quota(
+            limits.unknown_names_per_minute,
+            limits.unknown_names_burst,
+            "unknown_names_per_minute",
+            "unknown_names_burst",
+        )?;
         Ok(Self {
             accounts: RateLimiter::dashmap_with_clock(accounts, clock.clone()),
             addresses: RateLimiter::dashmap_with_clock(addresses, clock.clone()),
+            unknown_names: RateLimiter::direct_with_clock(unknown_names, clock.clone()),
             clock,
         })
     }
@@ -139,6 +164,16 @@ impl<C: Clock + Clone> LoginLimiter<C> {
         self.accounts
             .check_key(account)
             .map_err(|n| refused(Limited::Account, n))
+    }
+
+    /// Counts one attempt that names no account with a password (after [`LoginLimiter::check`]
+    /// passed it and the name was looked up). A refusal means answer without checking the
+    /// password: the budget shared by every address is spent.
+    pub fn check_unknown(&self) -> Result<(), RetryAfter> {
+        self.unknown_names.check().map_err(|not_until| RetryAfter {
+            limited: Limited::UnknownNames,
+            wait: not_until.wait_time_from(self.clock.now()),
+        })
     }
 
     /// Forgets keys whose limits have fully recovered, so memory follows recent attempts

@@ -1,3 +1,4 @@
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use proptest::prelude::*;
 
 use super::*;
@@ -162,6 +163,112 @@ fn hashes_from_other_parameters_verify_and_need_rehash() {
         .to_string();
     let hash = PasswordHash::from_phc(&phc).unwrap();
     assert!(new.verify("password", &hash).unwrap());
+    assert!(new.needs_rehash(&hash));
+}
+
+/// argon2's own `PasswordHasher` and `PasswordVerifier`: what `Passwords` used before hashes
+/// ran in reused memory, and what stored hashes were made with.
+fn reference(params: PasswordParams) -> Argon2<'static> {
+    Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .unwrap(),
+    )
+}
+
+#[test]
+fn hashes_in_reused_memory_are_argon2s_own() {
+    for params in [
+        CHEAP,
+        PasswordParams {
+            memory_kib: 64,
+            iterations: 3,
+            parallelism: 2,
+        },
+    ] {
+        let passwords = Passwords::new(params).unwrap();
+        let reference = reference(params);
+        let mut memory = passwords.memory();
+        assert_eq!(memory.kib(), params.memory_kib as usize);
+        // The same memory for several hashes: nothing of one leaks into the next.
+        for (password, salt) in [
+            ("pw", *b"0123456789abcdef"),
+            ("pässwörd🔑", [7_u8; 16]),
+            ("pw", [0_u8; 16]),
+        ] {
+            let ours = passwords
+                .hash_with_salt(password.as_bytes(), &salt, &mut memory)
+                .unwrap();
+            let theirs = reference
+                .hash_password(password.as_bytes(), &SaltString::encode_b64(&salt).unwrap())
+                .unwrap()
+                .to_string();
+            assert_eq!(
+                ours.as_str(),
+                theirs,
+                "byte for byte the PHC string argon2 makes"
+            );
+            // Old code verifies new hashes, and new code old ones.
+            let parsed = password_hash::PasswordHash::new(ours.as_str()).unwrap();
+            assert!(
+                reference
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            );
+            assert!(reference.verify_password(b"wrong", &parsed).is_err());
+            let old = PasswordHash::from_phc(&theirs).unwrap();
+            assert!(passwords.verify_in(password, &old, &mut memory).unwrap());
+            assert!(!passwords.verify_in("wrong", &old, &mut memory).unwrap());
+        }
+        // Random salts too.
+        let fresh = passwords.hash_in("secret", &mut memory).unwrap();
+        let parsed = password_hash::PasswordHash::new(fresh.as_str()).unwrap();
+        assert!(reference.verify_password(b"secret", &parsed).is_ok());
+    }
+}
+
+/// A hash made as the code before this one made them (argon2's `hash_password`, default
+/// parameters: 19 MiB, 2 passes, 1 lane; salt `stored-before-11`) and stored: it still
+/// verifies, in a worker's reused memory.
+#[test]
+fn a_stored_hash_from_before_verifies() {
+    const STORED: &str = "$argon2id$v=19$m=19456,t=2,p=1$c3RvcmVkLWJlZm9yZS0xMQ$+bewSYzNY8hBy7YhJBsaCmSYk6GAnPqJJWcZhJWIbo0";
+    let passwords = Passwords::new(PasswordParams::default()).unwrap();
+    let stored = PasswordHash::from_phc(STORED).unwrap();
+    let mut memory = passwords.memory();
+    assert!(
+        passwords
+            .verify_in("correct horse battery", &stored, &mut memory)
+            .unwrap()
+    );
+    assert!(
+        !passwords
+            .verify_in("correct horse batter", &stored, &mut memory)
+            .unwrap()
+    );
+    assert!(!passwords.needs_rehash(&stored));
+}
+
+#[test]
+fn a_hash_larger_than_the_memory_verifies_in_an_allocation_of_its_own() {
+    let old = Passwords::new(PasswordParams {
+        memory_kib: 64,
+        ..CHEAP
+    })
+    .unwrap();
+    let new = cheap();
+    let hash = old.hash("pw").unwrap();
+    let mut memory = new.memory();
+    assert_eq!(memory.kib(), 8);
+    assert!(new.verify_in("pw", &hash, &mut memory).unwrap());
+    assert!(!new.verify_in("pv", &hash, &mut memory).unwrap());
+    assert_eq!(memory.kib(), 8, "the reused memory keeps its size");
     assert!(new.needs_rehash(&hash));
 }
 

@@ -27,6 +27,8 @@ const TIGHT: LoginLimits = LoginLimits {
     account_burst: 3,
     address_per_minute: 60,
     address_burst: 10,
+    unknown_names_per_minute: 6,
+    unknown_names_burst: 2,
 };
 
 #[test]
@@ -149,4 +151,36 @@ fn retry_after_rounds_up_to_whole_seconds() {
     assert_eq!(at(Duration::ZERO).seconds(), 1);
     assert_eq!(at(Duration::from_millis(19_001)).seconds(), 20);
     assert_eq!(at(Duration::from_secs(20)).seconds(), 20);
+}
+
+#[test]
+fn unknown_names_share_one_budget_across_addresses() {
+    let (limiter, clock) = limiter(TIGHT);
+    // Two made-up names from two addresses spend the burst; the third is refused, wherever
+    // it comes from, while the keyed limits still pass it.
+    for (i, address) in ["198.51.100.1", "203.0.113.2"].into_iter().enumerate() {
+        limiter
+            .check(&name(&format!("nobody{i}")), ip(address))
+            .unwrap();
+        limiter.check_unknown().unwrap();
+    }
+    limiter.check(&name("nobody9"), ip("192.0.2.77")).unwrap();
+    let refused = limiter.check_unknown().unwrap_err();
+    assert_eq!(refused.limited, Limited::UnknownNames);
+    assert_eq!(refused.seconds(), 10, "6 a minute: one every 10 s");
+    // Known accounts are not charged to it: `check` still passes alice.
+    assert!(limiter.check(&name("alice"), ip("192.0.2.77")).is_ok());
+    clock.advance(Duration::from_secs(10));
+    assert!(limiter.check_unknown().is_ok());
+    assert!(limiter.check_unknown().is_err());
+}
+
+#[test]
+fn a_zero_unknown_names_budget_is_refused_by_name() {
+    let error = LoginLimiter::new(LoginLimits {
+        unknown_names_burst: 0,
+        ..LoginLimits::default()
+    })
+    .unwrap_err();
+    assert_eq!(error.field, "unknown_names_burst");
 }

@@ -174,7 +174,8 @@ async fn metrics(gantry: &TestGantry) -> anyhow::Result<String> {
 async fn logins_past_the_hashing_queue_get_503_at_once() -> anyhow::Result<()> {
     let mut gantry = TestGantry::new(
         "[auth.limits]\npassword_hash_workers = 1\npassword_hash_queue = 0\n\
-         address_burst = 100\naddress_per_minute = 100\n",
+         address_burst = 100\naddress_per_minute = 100\n\
+         unknown_names_burst = 100\nunknown_names_per_minute = 100\n",
     )?;
     gantry.set_env("GANTRY_ADMIN_TOKEN", ADMIN_TOKEN);
     gantry.add_user("alice", PASSWORD, false)?;
@@ -216,6 +217,110 @@ async fn logins_past_the_hashing_queue_get_503_at_once() -> anyhow::Result<()> {
     // Once the burst is over, logins are checked again.
     let response = post_login(&client, &gantry, &xsrf, "alice", PASSWORD).await?;
     assert_eq!(response.status(), 303);
+    Ok(())
+}
+
+/// A browser-like client whose connections come from `address` (any 127.0.0.0/8 address
+/// works on Linux loopback), so the hub sees as many clients as addresses.
+fn client_from(address: std::net::IpAddr) -> anyhow::Result<Client> {
+    Ok(Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .local_address(address)
+        .build()?)
+}
+
+/// Eight addresses post wrong passwords together: each for bob (a real account) once and
+/// for two made-up names, so no address passes its own limit (`address_burst = 3`). Bob's
+/// account limit answers 429 after its burst of 3; the made-up names, a new account key each,
+/// pass every keyed limit and are held by the budget all addresses share
+/// (`unknown_names_burst = 4`): four are checked (403), the other twelve get 503 with
+/// `Retry-After` before any hashing. Nothing is answered 500, and alice, from her own
+/// address, logs in afterwards. Before the shared budget, all sixteen were checked.
+#[tokio::test]
+async fn a_flood_of_wrong_passwords_is_limited_for_known_and_unknown_names() -> anyhow::Result<()> {
+    let mut gantry = TestGantry::new(
+        "[auth.limits]\naddress_burst = 3\naddress_per_minute = 1\n\
+         account_burst = 3\naccount_per_minute = 1\n\
+         unknown_names_burst = 4\nunknown_names_per_minute = 1\n",
+    )?;
+    gantry.set_env("GANTRY_ADMIN_TOKEN", ADMIN_TOKEN);
+    gantry.add_user("alice", PASSWORD, false)?;
+    gantry.add_user("bob", PASSWORD, false)?;
+    gantry.start().await?;
+    let gantry = &gantry;
+    let flooders = (2..10_u8).map(|i| async move {
+        let client = client_from(std::net::IpAddr::from([127, 0, 0, i]))?;
+        let xsrf = login_form(&client, gantry).await?;
+        let names = ["bob".to_owned(), format!("ghost{i}a"), format!("ghost{i}b")];
+        let attempts = names.iter().map(|name| {
+            let (client, xsrf) = (&client, &xsrf);
+            async move {
+                let response = post_login(client, gantry, xsrf, name, "wrong password").await?;
+                let status = response.status().as_u16();
+                let retry = response.headers().get("retry-after").cloned();
+                let page = response.text().await?;
+                anyhow::Ok((name.starts_with("bob"), status, retry, page))
+            }
+        });
+        futures_util::future::try_join_all(attempts).await
+    });
+    let answers: Vec<_> = futures_util::future::try_join_all(flooders)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let count = |known: bool, status: u16| {
+        answers
+            .iter()
+            .filter(|(k, s, _, _)| *k == known && *s == status)
+            .count()
+    };
+    for (known, status, retry, page) in &answers {
+        assert!(
+            matches!(status, 403 | 429 | 503),
+            "known={known} answered {status}: {page}"
+        );
+        if *status != 403 {
+            let secs: u64 = retry
+                .as_ref()
+                .context("a refusal without Retry-After")?
+                .to_str()?
+                .parse()?;
+            assert!(secs >= 1, "Retry-After: {secs}");
+        }
+    }
+    assert_eq!((count(true, 403), count(true, 429)), (3, 5), "{answers:#?}");
+    assert_eq!(count(true, 503), 0);
+    assert_eq!(
+        (count(false, 403), count(false, 503)),
+        (4, 12),
+        "unknown names: four checked, the rest refused by the shared budget"
+    );
+    let refused = answers.iter().find(|(k, s, _, _)| !k && *s == 503);
+    assert!(
+        refused.is_some_and(|(_, _, _, page)| page.contains("Too many logins are being checked")),
+        "{refused:?}"
+    );
+    let text = metrics(gantry).await?;
+    assert!(
+        text.contains("gantry_hub_capped_total{cap=\"unknown_names\"} 12"),
+        "{text}"
+    );
+    assert!(text.contains("gantry_password_hashes_running 0"), "{text}");
+
+    // Every address has spent its burst: a fourth attempt from one is refused by its own
+    // limit, whatever the name.
+    let client = client_from(std::net::IpAddr::from([127, 0, 0, 2]))?;
+    let xsrf = login_form(&client, gantry).await?;
+    let again = post_login(&client, gantry, &xsrf, "alice", PASSWORD).await?;
+    assert_eq!(again.status(), 429);
+    // Alice, from her own address, is not held back by any of it.
+    let alice = browser_client()?;
+    let xsrf = login_form(&alice, gantry).await?;
+    let response = post_login(&alice, gantry, &xsrf, "alice", PASSWORD).await?;
+    assert_eq!(response.status(), 303, "{}", gantry.log_text());
     Ok(())
 }
 

@@ -322,6 +322,12 @@ pub struct LimitsSection {
     pub address_per_minute: u32,
     /// Attempts one address may make at once. Default: 20.
     pub address_burst: u32,
+    /// Login attempts per minute naming no account with a password, from all addresses
+    /// together, sustained; past it such attempts are answered 503 with `Retry-After` before
+    /// any hashing, and logins to real accounts keep the hashing workers. Default: 60.
+    pub unknown_names_per_minute: u32,
+    /// Such attempts at once before the per-minute rate applies. Default: 30.
+    pub unknown_names_burst: u32,
     /// Password hashes (login checks and sign-ups, about 19 MiB each) computed at once.
     /// Default: one per CPU core.
     pub password_hash_workers: Option<usize>,
@@ -346,6 +352,8 @@ impl Default for LimitsSection {
             account_burst: d.account_burst,
             address_per_minute: d.address_per_minute,
             address_burst: d.address_burst,
+            unknown_names_per_minute: d.unknown_names_per_minute,
+            unknown_names_burst: d.unknown_names_burst,
             password_hash_workers: caps.hash_workers,
             password_hash_queue: caps.hash_queue,
             oidc_logins_in_flight: caps.oidc_in_flight,
@@ -781,12 +789,22 @@ impl FileConfig {
             account_burst: auth.limits.account_burst,
             address_per_minute: auth.limits.address_per_minute,
             address_burst: auth.limits.address_burst,
+            unknown_names_per_minute: auth.limits.unknown_names_per_minute,
+            unknown_names_burst: auth.limits.unknown_names_burst,
         };
         for (key, value) in [
             ("auth.limits.account_per_minute", limits.account_per_minute),
             ("auth.limits.account_burst", limits.account_burst),
             ("auth.limits.address_per_minute", limits.address_per_minute),
             ("auth.limits.address_burst", limits.address_burst),
+            (
+                "auth.limits.unknown_names_per_minute",
+                limits.unknown_names_per_minute,
+            ),
+            (
+                "auth.limits.unknown_names_burst",
+                limits.unknown_names_burst,
+            ),
         ] {
             if value == 0 {
                 problem(

@@ -1,16 +1,33 @@
-//! Password hashing under a cap: a few hashes at once, a short queue, and a refusal past it.
+//! Password hashing under a cap, on a fixed set of threads: a few hashes at once, a short
+//! queue, and a refusal past it.
 //!
 //! An argon2id hash takes about 19 MiB and tens of milliseconds of one core. The rate limits
 //! bound attempts per account and per address, but many addresses together could still start
 //! any number of hashes at once. So every hash (a login's check, a sign-up's hash, a rehash)
-//! runs here: at most `workers` at a time on tokio's blocking pool, at most `queue` more
-//! waiting for one, and anything past that is refused at once ([`HashError::Busy`], answered
-//! 503 with `Retry-After`) instead of waiting or allocating. Memory for hashing stays below
-//! `workers` × 19 MiB, and a waiting login holds only its request.
+//! runs here: at most `workers` at a time, at most `queue` more waiting for one, and anything
+//! past that is refused at once ([`HashError::Busy`], answered 503 with `Retry-After`)
+//! instead of waiting or allocating.
+//!
+//! The workers are `workers` OS threads of their own (`gantry-hash-N`), started with the pool
+//! and kept until it is dropped, each holding one [`HashMemory`] allocated once. Neither
+//! tokio's blocking pool (which starts and ends threads with the load, and whose ended
+//! threads' malloc arenas kept the 19 MiB blocks: gigabytes after a flood) nor the data
+//! plane's runtime threads ever compute a hash, so a flood of logins moves memory by nothing
+//! and a proxied request never waits behind argon2 for a thread. A hash whose stored
+//! parameters need more memory than a worker holds allocates for that hash alone (see
+//! [`gantry_auth::Passwords::verify_in`]); the next successful login replaces it.
+//!
+//! Admission and waiting are two semaphores on the async side: a login waiting for a worker
+//! holds only its request, and gives its place back the moment its client hangs up. A job is
+//! handed to the threads (a channel that never holds more jobs than there are workers) only
+//! once a worker's permit is held, and its answer comes back on a oneshot channel.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use gantry_auth::{HashMemory, Passwords};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 #[cfg(test)]
 mod tests;
@@ -26,12 +43,15 @@ pub(super) enum HashError {
         /// Hashes that may wait.
         queue: usize,
     },
-    /// The hashing task panicked or was cancelled.
-    #[error("the password hashing task failed")]
-    Failed(#[source] tokio::task::JoinError),
+    /// The hash panicked, or the workers are gone.
+    #[error("a password hashing worker failed: the hash panicked or the workers stopped")]
+    Failed,
 }
 
-/// Runs password hashes with at most `workers` at once and `queue` waiting.
+/// One hash, as the workers run it: the work and the sending of its answer.
+type Job = Box<dyn FnOnce(&mut HashMemory) + Send>;
+
+/// Runs password hashes on `workers` threads with `queue` waiting.
 #[derive(Debug)]
 pub(super) struct HashPool {
     /// One permit per worker: held while a hash runs.
@@ -39,6 +59,8 @@ pub(super) struct HashPool {
     /// One permit per worker or queue place: held from admission to the hash's end. Taken
     /// with `try_acquire`, so a full pool refuses without waiting.
     admitted: Arc<Semaphore>,
+    /// The workers' inbox. Dropping the pool drops it, and the threads end.
+    jobs: SyncSender<Job>,
     workers: usize,
     queue: usize,
 }
@@ -48,20 +70,42 @@ pub(super) struct HashPool {
 pub(super) struct Admission {
     admitted: OwnedSemaphorePermit,
     running: Arc<Semaphore>,
+    jobs: SyncSender<Job>,
 }
 
 impl HashPool {
-    /// A pool of `workers` (at least 1) with `queue` places to wait.
-    pub(super) fn new(workers: usize, queue: usize) -> Self {
+    /// A pool of `workers` (at least 1) threads, each with working memory for `passwords`'
+    /// parameters, and `queue` places to wait.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error when a thread cannot be started.
+    pub(super) fn new(
+        workers: usize,
+        queue: usize,
+        passwords: &Passwords,
+    ) -> std::io::Result<Self> {
         // A semaphore holds at most `MAX_PERMITS`; no machine has that many cores.
         let workers = workers.clamp(1, Semaphore::MAX_PERMITS / 2);
         let queue = queue.min(Semaphore::MAX_PERMITS / 2);
-        Self {
+        // A job is sent only by a holder of one of the `workers` running permits, which it
+        // keeps until the job ends: the channel never holds more than `workers` jobs.
+        let (jobs, inbox) = std::sync::mpsc::sync_channel::<Job>(workers);
+        let inbox = Arc::new(Mutex::new(inbox));
+        for i in 0..workers {
+            let inbox = Arc::clone(&inbox);
+            let passwords = passwords.clone();
+            std::thread::Builder::new()
+                .name(format!("gantry-hash-{i}"))
+                .spawn(move || work(&inbox, &passwords))?;
+        }
+        Ok(Self {
             running: Arc::new(Semaphore::new(workers)),
             admitted: Arc::new(Semaphore::new(workers + queue)),
+            jobs,
             workers,
             queue,
-        }
+        })
     }
 
     /// Takes a place if one is free, without waiting.
@@ -79,11 +123,12 @@ impl HashPool {
         Ok(Admission {
             admitted,
             running: Arc::clone(&self.running),
+            jobs: self.jobs.clone(),
         })
     }
 
-    /// Runs `work` (a hash or a check) on the blocking pool, once a place and then a worker
-    /// are free; see [`HashPool::admit`] and [`Admission::run`].
+    /// Runs `work` (a hash or a check, given the worker's memory) on a worker, once a place
+    /// and then a worker are free; see [`HashPool::admit`] and [`Admission::run`].
     ///
     /// # Errors
     ///
@@ -91,7 +136,7 @@ impl HashPool {
     /// panicked.
     pub(super) async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut HashMemory) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         self.admit()?.run(work).await
     }
@@ -110,25 +155,45 @@ impl HashPool {
     }
 }
 
+/// A worker thread: takes jobs until the pool is dropped, each in the one memory it holds.
+fn work(inbox: &Mutex<Receiver<Job>>, passwords: &Passwords) {
+    let mut memory = passwords.memory();
+    loop {
+        // The lock is held while waiting, so idle workers queue on it; it is released
+        // before the job runs.
+        let job = inbox.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = job else {
+            return;
+        };
+        // A job that panics loses its answer (its caller gets `Failed`), not the worker.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory)));
+    }
+}
+
 impl Admission {
-    /// Waits for a worker, then runs `work` on the blocking pool. Both permits move into the
-    /// blocking task: if the caller goes away (the client hung up), the hash still counts
-    /// until it ends.
+    /// Waits for a worker, then runs `work` on it. Both permits move into the job: if the
+    /// caller goes away (the client hung up) once it is sent, the hash still counts until it
+    /// ends; before that, its place is given back at once.
     ///
     /// # Errors
     ///
-    /// [`HashError::Failed`] if `work` panicked.
+    /// [`HashError::Failed`] if `work` panicked or the workers are gone.
     pub(super) async fn run<T: Send + 'static>(
         self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut HashMemory) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         // `acquire_owned` fails only on a closed semaphore, and this one is never closed.
         let worker = Arc::clone(&self.running).acquire_owned().await.ok();
-        tokio::task::spawn_blocking(move || {
-            let _permits = (self.admitted, worker);
-            work()
-        })
-        .await
-        .map_err(HashError::Failed)
+        let (answer, answered) = oneshot::channel();
+        let admitted = self.admitted;
+        let job: Job = Box::new(move |memory| {
+            let result = work(memory);
+            // The permits go before the answer: whoever reads it finds the worker free.
+            drop((admitted, worker));
+            let _ = answer.send(result);
+        });
+        // Never full (see `HashPool::new`); disconnected only if the workers are gone.
+        self.jobs.try_send(job).map_err(|_| HashError::Failed)?;
+        answered.await.map_err(|_| HashError::Failed)
     }
 }

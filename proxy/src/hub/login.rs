@@ -198,12 +198,26 @@ impl Hub {
         let admission = self.hashing.admit()?;
         let user = self.store.user_by_name(&name).await?;
         let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+        // A name with no password to check (no such account, or one that logs in with
+        // OpenID only) spends the budget all addresses share: a flood of made-up names,
+        // which no account limit slows, is refused here before any hashing, and the workers
+        // stay free for real accounts. Within the budget it costs a dummy check like a real
+        // one, so its timing does not tell that the name is unknown.
+        if hash.is_none()
+            && let Err(retry) = self.limiter.check_unknown()
+        {
+            return Err(HubError::UnknownNamesBusy {
+                retry_after_secs: retry.seconds(),
+            });
+        }
         let passwords = self.passwords.clone();
         let password_owned = password.to_owned();
         let verified = admission
-            .run(move || match hash {
-                Some(hash) => passwords.verify(&password_owned, &hash).unwrap_or(false),
-                None => passwords.verify_absent(&password_owned),
+            .run(move |memory| match hash {
+                Some(hash) => passwords
+                    .verify_in(&password_owned, &hash, memory)
+                    .unwrap_or(false),
+                None => passwords.verify_absent_in(&password_owned, memory),
             })
             .await?;
         let Some(user) = user.filter(|_| verified) else {
@@ -231,7 +245,7 @@ impl Hub {
             let password_owned = password.to_owned();
             if let Ok(Ok(new_hash)) = self
                 .hashing
-                .run(move || passwords.hash(&password_owned))
+                .run(move |memory| passwords.hash_in(&password_owned, memory))
                 .await
             {
                 self.store
@@ -344,7 +358,7 @@ impl Hub {
         let password_owned = password.to_owned();
         let hash = self
             .hashing
-            .run(move || passwords.hash(&password_owned))
+            .run(move |memory| passwords.hash_in(&password_owned, memory))
             .await?;
         let hash = match hash {
             Ok(hash) => hash,

@@ -124,8 +124,8 @@ impl HubMetrics {
 #[derive(Clone, Debug)]
 pub struct CapMetrics {
     registry: Registry,
-    /// Requests refused by a cap, by which (`password_hashing`, `oidc_logins`,
-    /// `oidc_logins_per_address`, `body_timeout`).
+    /// Requests refused by a cap, by which (`password_hashing`, `unknown_names`,
+    /// `oidc_logins`, `oidc_logins_per_address`, `body_timeout`).
     pub refused: prometheus::IntCounterVec,
     /// Password hashes running now.
     pub hashes_running: IntGauge,

@@ -102,6 +102,9 @@ pub enum HubSetupError {
     /// The password hasher could not be set up.
     #[error("cannot set up password hashing")]
     Passwords(#[source] gantry_auth::PasswordError),
+    /// A password hashing thread could not be started.
+    #[error("cannot start the password hashing threads")]
+    Hashing(#[source] std::io::Error),
     /// The login limits are invalid.
     #[error(transparent)]
     Limits(#[from] gantry_auth::LimitError),
@@ -172,7 +175,8 @@ impl Hub {
         let workers = caps.hash_workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        let hashing = hashing::HashPool::new(workers, caps.hash_queue);
+        let hashing = hashing::HashPool::new(workers, caps.hash_queue, &passwords)
+            .map_err(HubSetupError::Hashing)?;
         let pending = oidc::PendingLogins::new(oidc::PendingLimits {
             in_flight: caps.oidc_in_flight,
             per_address: caps.oidc_in_flight_per_address,
@@ -377,6 +381,7 @@ impl Hub {
     fn count_capped(&self, error: &HubError) {
         let cap = match error {
             HubError::HashingBusy(hashing::HashError::Busy { .. }) => "password_hashing",
+            HubError::UnknownNamesBusy { .. } => "unknown_names",
             HubError::OidcLoginsFull { .. } => "oidc_logins",
             HubError::OidcLoginsFromAddress { .. } => "oidc_logins_per_address",
             HubError::BodyTimeout { .. } => "body_timeout",

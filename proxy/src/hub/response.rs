@@ -62,6 +62,14 @@ pub(super) enum HubError {
     /// `password_hash_workers` and `password_hash_queue`).
     #[error(transparent)]
     HashingBusy(#[from] super::hashing::HashError),
+    /// 503 with `Retry-After`: logins naming no account with a password have spent their
+    /// budget (`[auth.limits]` `unknown_names_per_minute` and `unknown_names_burst`). Told
+    /// to the client in the words of [`HubError::HashingBusy`].
+    #[error("logins naming no account are over their budget (auth.limits.unknown_names_*)")]
+    UnknownNamesBusy {
+        /// Seconds until the budget admits one more.
+        retry_after_secs: u64,
+    },
     /// 503 with `Retry-After`: a provider has `oidc_logins_in_flight` logins in flight.
     #[error(
         "{in_flight} OpenID logins in flight with {provider} (auth.limits.oidc_logins_in_flight)"
@@ -114,8 +122,9 @@ impl HubError {
             | Self::OidcLoginsFromAddress { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::HashingBusy(super::hashing::HashError::Busy { .. })
+            | Self::UnknownNamesBusy { .. }
             | Self::OidcLoginsFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::HashingBusy(super::hashing::HashError::Failed(_)) => {
+            Self::HashingBusy(super::hashing::HashError::Failed) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Self::Oidc(error) => error.status(),
@@ -141,9 +150,10 @@ impl HubError {
             Self::TooManyLookups => "Too many requests with unknown credentials from this address; try again in a second.".to_owned(),
             Self::BodyTimeout { secs } => format!("The request body did not arrive within {secs} seconds; send it again."),
             Self::HashingBusy(super::hashing::HashError::Busy { .. }) => "Too many logins are being checked at this moment; try again in a second.".to_owned(),
+            Self::UnknownNamesBusy { retry_after_secs } => format!("Too many logins are being checked at this moment; try again in {retry_after_secs} seconds."),
             Self::OidcLoginsFull { retry_after_secs, .. } => format!("Too many logins with this provider are in progress; try again in {retry_after_secs} seconds."),
             Self::OidcLoginsFromAddress { retry_after_secs, .. } => format!("Too many logins in progress from your network address; finish one, or try again in {retry_after_secs} seconds."),
-            Self::HashingBusy(super::hashing::HashError::Failed(_)) => "Internal error; the administrator can find the cause in gantry's log.".to_owned(),
+            Self::HashingBusy(super::hashing::HashError::Failed) => "Internal error; the administrator can find the cause in gantry's log.".to_owned(),
             Self::Oidc(error) if error.is_client_error() => {
                 "The login could not be completed; start again from the login page.".to_owned()
             }
@@ -171,6 +181,7 @@ impl HubError {
         };
         let retry_after = match self {
             Self::TooManyAttempts { retry_after_secs }
+            | Self::UnknownNamesBusy { retry_after_secs }
             | Self::OidcLoginsFull {
                 retry_after_secs, ..
             }

@@ -315,6 +315,39 @@ fn resource_caps_have_defaults_and_refuse_zero() {
 }
 
 #[test]
+fn the_unknown_names_budget_has_defaults_is_read_and_refuses_zero() {
+    let config = FileConfig::parse("").unwrap().validate().unwrap();
+    assert_eq!(config.limits.unknown_names_per_minute, 60);
+    assert_eq!(config.limits.unknown_names_burst, 30);
+    let config = FileConfig::parse(
+        "[auth.limits]\nunknown_names_per_minute = 12\nunknown_names_burst = 4\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    assert_eq!(
+        (
+            config.limits.unknown_names_per_minute,
+            config.limits.unknown_names_burst
+        ),
+        (12, 4)
+    );
+    let found = problems("[auth.limits]\nunknown_names_per_minute = 0\nunknown_names_burst = 0\n");
+    for key in [
+        "auth.limits.unknown_names_per_minute:",
+        "auth.limits.unknown_names_burst:",
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with(key) && p.contains("(fix: ")),
+            "{key} not in {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), 2, "{found:#?}");
+}
+
+#[test]
 fn allowed_origins_are_origins_and_the_host_counts_only_without_a_public_url() {
     let config = FileConfig::parse("").unwrap().validate().unwrap();
     assert!(config.gate_origins.allowed.is_empty());
