@@ -356,17 +356,20 @@ const CLIENT_ID_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHA
 /// cookie names (`jupyterhub-singleuser` names its cookie after its client id). Server names
 /// are slugs already. Names of ASCII letters, digits, `_` and `.` keep JupyterHub's ids.
 pub fn oauth_client_id(user: &str, server: &ServerName) -> String {
-    let user = percent_encoding::utf8_percent_encode(user, CLIENT_ID_KEEP);
-    if server.is_default() {
-        format!("jupyterhub-user-{user}")
-    } else {
-        format!("jupyterhub-user-{user}-{}", server.as_str())
-    }
+    client_id_layout(
+        percent_encoding::utf8_percent_encode(user, CLIENT_ID_KEEP),
+        server,
+    )
 }
 
 /// The client id releases before 0.2 gave a server, unescaped: what a server adopted after
 /// the upgrade still presents. Two servers may share it.
 pub fn legacy_oauth_client_id(user: &str, server: &ServerName) -> String {
+    client_id_layout(user, server)
+}
+
+/// `jupyterhub-user-<user>[-<server>]`, with `user` as the caller wrote it.
+fn client_id_layout(user: impl fmt::Display, server: &ServerName) -> String {
     if server.is_default() {
         format!("jupyterhub-user-{user}")
     } else {

@@ -209,11 +209,7 @@ impl std::fmt::Debug for Servers {
 /// The route prefix of a server: `/user/NAME` for the default server, `/user/NAME/SERVER`
 /// for a named one, as JupyterHub lays them out.
 pub fn server_prefix(key: &ServerKey) -> String {
-    if key.server.is_default() {
-        format!("/user/{}", key.user)
-    } else {
-        format!("/user/{}/{}", key.user, key.server.as_str())
-    }
+    user_path(&key.user, key)
 }
 
 /// The URL path of a server, [`server_prefix`] with the user name percent-encoded as
@@ -221,7 +217,11 @@ pub fn server_prefix(key: &ServerKey) -> String {
 /// `JUPYTERHUB_SERVICE_PREFIX` carry (a server compares it with the raw request path). The
 /// route itself is [`server_prefix`], since routes match decoded paths.
 pub fn server_url_prefix(key: &ServerKey) -> String {
-    let user = gantry_spawner::names::url_path_segment(&key.user);
+    user_path(&gantry_spawner::names::url_path_segment(&key.user), key)
+}
+
+/// `/user/<user>[/<server>]`, with `user` as the caller wrote it.
+fn user_path(user: &str, key: &ServerKey) -> String {
     if key.server.is_default() {
         format!("/user/{user}")
     } else {
